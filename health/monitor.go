@@ -330,3 +330,29 @@ func gauge(up bool) float64 {
 	}
 	return 0
 }
+
+// Suspect takes a check down at once on evidence from outside the probes
+// (a proxy whose connects to the back-end keep failing), so that it needs
+// rise passing probes to come back. It reports the change like a failed
+// probe would; a check that is down already, or unknown, is left as it is.
+func (m *Monitor) Suspect(target, name string, why error) {
+	m.mu.Lock()
+	e, ok := m.checks[checkKey{target, name}]
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	e.notify.Lock()
+	defer e.notify.Unlock()
+	m.mu.Lock()
+	if !e.v.up || e.run == nil {
+		m.mu.Unlock()
+		return
+	}
+	c, now := e.run.check, time.Now()
+	e.v.up, e.v.confirmed, e.v.passes = false, true, 0
+	e.status.Up, e.status.Since, e.status.LastErr = false, now, why.Error()
+	backendUp.WithLabelValues(c.Target, c.Name).Set(0)
+	m.mu.Unlock()
+	m.report(Transition{Target: target, Check: name, Up: false, Err: why, At: now}, c, result{err: why, start: now})
+}

@@ -1,0 +1,65 @@
+// Command gatehouse is a protocol-aware edge proxy for mail and web: it
+// balances SMTP, POP3, IMAP and HTTPS over a farm of Exchange or
+// Postfix/Dovecot servers with health checks that speak each protocol.
+//
+// Usage:
+//
+//	gatehouse run -config FILE       serve the configuration
+//	gatehouse validate -config FILE  check a configuration, print FILE:LINE:COL: problems
+//	gatehouse demo                   run gatehouse in front of built-in demo back-ends
+//	gatehouse probe [flags] URL      check one service once (Nagios/JSON output)
+//	gatehouse version                print the version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version and commit are set at build time with -ldflags "-X main.version=…".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run dispatches a subcommand and returns the process exit code.
+func run(args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:])
+	case "validate":
+		return cmdValidate(args[1:])
+	case "demo":
+		return cmdDemo(args[1:])
+	case "probe":
+		return cmdProbe(args[1:], os.Stdout)
+	case "version", "-version", "--version":
+		fmt.Printf("gatehouse %s (commit %s)\n", version, commit)
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage()
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "gatehouse: unknown command %q\n", args[0])
+	usage()
+	return 2
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  gatehouse run -config FILE       serve the configuration
+  gatehouse validate -config FILE  check a configuration
+  gatehouse demo                   run in front of built-in demo back-ends
+  gatehouse probe [flags] URL      check one service once: smtp://host:25?starttls=1,
+                                   pop3s://, imaps://, https://host/owa/healthcheck.htm, tcp://…
+  gatehouse version                print the version
+`)
+}

@@ -1,0 +1,138 @@
+package gatehouse
+
+import "time"
+
+// Config is the whole configuration file. Every default lives in
+// applyDefaults (defaults.go) and is documented on the field it fills.
+type Config struct {
+	// StateDir holds certificates and other state; "" means
+	// /var/lib/gatehouse.
+	StateDir string `yaml:"state_dir"`
+	// ShutdownGrace is how long live sessions may run after SIGTERM before
+	// they are closed; 0 means 30s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// Admin is the listener for metrics and the status API.
+	Admin Admin `yaml:"admin"`
+	// Log sets the log level and format.
+	Log Log `yaml:"log"`
+	// Backends names every back-end server once; listeners refer to them.
+	Backends map[string]Backend `yaml:"backends"`
+	// Listeners are the ports gatehouse owns.
+	Listeners []Listener `yaml:"listeners"`
+}
+
+// Admin configures the admin listener.
+type Admin struct {
+	// Listen is the admin address; "" means 127.0.0.1:9900, "off"
+	// disables the admin listener.
+	Listen string `yaml:"listen"`
+}
+
+// Log configures logging to standard error.
+type Log struct {
+	// Level is debug, info, warn or error; "" means info.
+	Level string `yaml:"level"`
+	// Format is text or json; "" means text.
+	Format string `yaml:"format"`
+}
+
+// Backend is one back-end server.
+type Backend struct {
+	// Address is a host or IP, optionally with ":port"; without a port, the
+	// listener's port applies. Required.
+	Address string `yaml:"address"`
+	// Weight is the back-end's share of new sessions; 0 means 1.
+	Weight int `yaml:"weight"`
+}
+
+// Listener is one service gatehouse offers on explicit ports.
+type Listener struct {
+	// Name identifies the listener in logs and metrics; required, unique.
+	Name string `yaml:"name"`
+	// Protocol is what the listener speaks; "tcp" (the default) relays
+	// bytes without looking at them.
+	Protocol string `yaml:"protocol"`
+	// Listen lists "address:port" to bind, one string or a list; required.
+	Listen StringList `yaml:"listen"`
+	// Backends names the back-ends in the pool; required.
+	Backends []string `yaml:"backends"`
+	// Port is the back-end port for back-ends whose address has none; 0
+	// means the port of the first listen address.
+	Port int `yaml:"port"`
+	// Balance is round-robin (weighted; the default) or least-conn.
+	Balance string `yaml:"balance"`
+	// Affinity is none (the default) or source-ip: one client address
+	// sticks to one back-end by rendezvous hashing while it is up.
+	Affinity string `yaml:"affinity"`
+	// Health is the active check of the pool's back-ends; absent means a
+	// tcp connect check with the defaults below.
+	Health *Health `yaml:"health"`
+	// Timeouts bound connecting and idling.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Limits cap connections.
+	Limits Limits `yaml:"limits"`
+	// ProxyProtocol sends and accepts PROXY protocol headers.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+}
+
+// Health is a listener's active health check of its back-ends.
+type Health struct {
+	// Probe is tcp, tls, smtp, pop3, imap, http or https; "" means tcp.
+	Probe string `yaml:"probe"`
+	// Interval between probes; 0 means 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one probe; 0 means 3s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rise is how many passes in a row bring a back-end up; 0 means 2.
+	Rise int `yaml:"rise"`
+	// Fall is how many failures in a row take it down; 0 means 3.
+	Fall int `yaml:"fall"`
+	// Port probes this port instead of the listener's back-end port; 0
+	// means the same port.
+	Port int `yaml:"port"`
+	// StartTLS upgrades smtp, pop3 and imap probes with STARTTLS/STLS.
+	StartTLS bool `yaml:"starttls"`
+	// HELO is the name the smtp probe sends in EHLO; "" means
+	// "localhost".
+	HELO string `yaml:"helo"`
+	// Path is what http/https probes GET; "" means "/".
+	Path string `yaml:"path"`
+	// Host is the Host header of http/https probes; "" means the address.
+	Host string `yaml:"host"`
+	// ExpectStatus is the status http/https probes want; 0 means 200.
+	ExpectStatus int `yaml:"expect_status"`
+	// ExpectBody, if set, must appear in the http/https response body.
+	ExpectBody string `yaml:"expect_body"`
+}
+
+// Timeouts of a listener.
+type Timeouts struct {
+	// Connect bounds each dial to a back-end; 0 means 3s.
+	Connect time.Duration `yaml:"connect"`
+	// Idle ends a session with no byte either way for this long; 0 means
+	// 1h (long enough for ActiveSync's 59-minute heartbeat).
+	Idle time.Duration `yaml:"idle"`
+}
+
+// Limits of a listener.
+type Limits struct {
+	// MaxConnections caps simultaneous connections per listen address;
+	// more wait in the kernel's backlog. 0 means no cap.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxPerIP caps simultaneous connections from one client address; the
+	// next is refused. 0 means no cap.
+	MaxPerIP int `yaml:"max_per_ip"`
+}
+
+// ProxyProtocol configures PROXY protocol headers.
+type ProxyProtocol struct {
+	// Send is v1 or v2 to send a header with the client's address to each
+	// back-end (health probes send one too); "" or none sends none.
+	Send string `yaml:"send"`
+	// Trusted lists CIDRs of upstream load balancers that must send a
+	// header; everyone else must not. Empty trusts nobody.
+	Trusted []string `yaml:"trusted"`
+}
+
+// StringList is a YAML value that may be written as one string or a list.
+type StringList []string

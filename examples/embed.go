@@ -1,0 +1,10 @@
+// Package examples holds the ready-made configurations, and embeds the demo
+// one so that `gatehouse demo` runs exactly the file shipped here.
+package examples
+
+import _ "embed"
+
+// Demo is examples/demo.yaml.
+//
+//go:embed demo.yaml
+var Demo []byte

@@ -1,0 +1,18 @@
+// Package proxy is gatehouse's protocol-blind engine: listeners with
+// connection limits and trusted PROXY headers, back-ends and the pools that
+// pick among them (weighted round-robin, least connections, rendezvous
+// affinity), dialing with failover, and Splice, the zero-copy byte pump that
+// every frontend ends in.
+//
+// Implementation notes (invariants):
+//   - A client never meets a dead back-end while a live one exists: Pool.Dial
+//     tries back-ends in policy order, each with the connect timeout, and
+//     never sleeps between tries.
+//   - Affinity is rendezvous hashing on a key (client IP, user, cookie) over
+//     back-end names, so every gatehouse with the same config agrees on every
+//     key without shared state, and a back-end that leaves moves only its
+//     own keys.
+//   - An idle spliced connection holds no buffer and no pipe: see splice.go.
+//   - This package never imports health or a protocol package; health state
+//     arrives through Backend.SetHealthy.
+package proxy

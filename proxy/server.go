@@ -1,0 +1,339 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"golang.org/x/net/netutil"
+)
+
+// Handler serves one client connection. It owns conn and returns when the
+// session is over; the Server closes conn afterwards. ctx is cancelled when
+// the Server is closed (forcefully, at the end of a shutdown's grace).
+type Handler interface {
+	ServeConn(ctx context.Context, conn net.Conn)
+}
+
+// Refuser is implemented by handlers that can say no in their protocol
+// (an SMTP 421, a POP3 -ERR) to a client refused before routing.
+type Refuser interface {
+	Refuse(conn net.Conn, reason string)
+}
+
+// ClientConn is an accepted client connection: the raw TCP socket, kept raw
+// so Splice can use splice(2), and the client's real address.
+type ClientConn struct {
+	*net.TCPConn
+	// Header is the PROXY header a trusted upstream sent, or nil.
+	Header *proxyproto.Header
+	remote net.Addr
+}
+
+// RemoteAddr returns the client's address: the PROXY header's source when
+// a trusted upstream sent one, else the socket's peer.
+func (c *ClientConn) RemoteAddr() net.Addr { return c.remote }
+
+// Server accepts client connections on one or more listeners and runs a
+// Handler for each, enforcing connection limits. Set the fields before
+// Serve; the zero value of each is documented.
+type Server struct {
+	// Name is the listener's name in logs and metrics.
+	Name string
+	// Handler serves each connection; required.
+	Handler Handler
+	// MaxConns caps simultaneous connections per listening socket; further
+	// clients wait in the kernel's backlog. 0 means no cap.
+	MaxConns int
+	// MaxPerIP caps simultaneous connections from one client address; the
+	// next one is refused at once. 0 means no cap.
+	MaxPerIP int
+	// Trusted lists upstream proxies (load balancers) that must send a PROXY
+	// header; clients outside it must not, and any header they send is
+	// taken as data and refused by the protocol. Empty means no upstream
+	// is trusted.
+	Trusted []netip.Prefix
+	// ProxyHeaderTimeout bounds the wait for a trusted upstream's header;
+	// 0 means 5 seconds.
+	ProxyHeaderTimeout time.Duration
+	// Log receives refusals and panics; nil means slog.Default().
+	Log *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	perIP     map[netip.Addr]int
+	wg        sync.WaitGroup
+	closing   atomic.Bool
+	baseCtx   context.Context
+	cancel    context.CancelFunc
+	draining  chan struct{}
+	initOnce  sync.Once
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[net.Conn]struct{})
+		s.perIP = make(map[netip.Addr]int)
+		s.draining = make(chan struct{})
+		s.baseCtx, s.cancel = context.WithCancel(context.Background())
+		s.baseCtx = context.WithValue(s.baseCtx, drainKey{}, s.draining)
+	})
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+// Serve accepts connections on ln until the Server is shut down. It always
+// returns a non-nil error: ErrServerClosed after Shutdown or Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.MaxConns > 0 {
+		ln = netutil.LimitListener(ln, s.MaxConns)
+	}
+	if !s.track(ln) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(ln)
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if backoff = nextBackoff(backoff); isTemporary(err) {
+				s.log().Warn("accept failed, retrying", "listener", s.Name, "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.serve(conn)
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*d, time.Second)
+}
+
+// isTemporary reports accept errors worth retrying (EMFILE, ECONNABORTED…).
+func isTemporary(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && !errors.Is(err, net.ErrClosed)
+}
+
+// serve runs one connection: limits, PROXY header, handler, cleanup.
+func (s *Server) serve(raw net.Conn) {
+	defer s.wg.Done()
+	tcp, ok := raw.(*net.TCPConn)
+	if !ok {
+		raw.Close()
+		s.log().Error("listener returned a non-TCP connection", "listener", s.Name)
+		return
+	}
+	conn := &ClientConn{TCPConn: tcp, remote: tcp.RemoteAddr()}
+	peer := addrOf(conn.remote)
+	if !s.admit(conn, peer) {
+		return
+	}
+	defer s.release(conn, peer)
+	if s.trusted(peer) && !s.readHeader(conn) {
+		return
+	}
+	sessionsTotal.WithLabelValues(s.Name).Inc()
+	active := sessionsActive.WithLabelValues(s.Name)
+	active.Inc()
+	defer active.Dec()
+	defer s.recoverSession(conn)
+	s.Handler.ServeConn(s.baseCtx, conn)
+}
+
+// admit applies the per-IP limit and registers the connection; on refusal
+// it tells the client and closes the connection.
+func (s *Server) admit(conn *ClientConn, peer netip.Addr) bool {
+	s.mu.Lock()
+	over := s.MaxPerIP > 0 && s.perIP[peer] >= s.MaxPerIP
+	closing := s.closing.Load()
+	if !over && !closing {
+		s.perIP[peer]++
+		s.conns[conn] = struct{}{}
+	}
+	s.mu.Unlock()
+	if over || closing {
+		reason := "per_ip_limit"
+		if closing {
+			reason = "shutdown"
+		}
+		s.refuse(conn, reason)
+		return false
+	}
+	return true
+}
+
+func (s *Server) release(conn *ClientConn, peer netip.Addr) {
+	conn.Close()
+	s.mu.Lock()
+	if s.perIP[peer]--; s.perIP[peer] <= 0 {
+		delete(s.perIP, peer)
+	}
+	delete(s.conns, conn)
+	s.mu.Unlock()
+}
+
+// refuse counts, logs and answers a refused connection, then closes it.
+func (s *Server) refuse(conn net.Conn, reason string) {
+	refusedTotal.WithLabelValues(s.Name, reason).Inc()
+	s.log().Warn("connection refused", "listener", s.Name, "client", conn.RemoteAddr().String(), "reason", reason)
+	if r, ok := s.Handler.(Refuser); ok {
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		r.Refuse(conn, reason)
+	}
+	conn.Close()
+}
+
+// readHeader reads a trusted upstream's PROXY header into conn.
+func (s *Server) readHeader(conn *ClientConn) bool {
+	timeout := s.ProxyHeaderTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	h, err := ReadProxyHeader(conn.TCPConn, timeout)
+	if err != nil {
+		refusedTotal.WithLabelValues(s.Name, "proxy_header").Inc()
+		s.log().Warn("PROXY header refused", "listener", s.Name, "upstream", conn.remote.String(), "err", err)
+		return false
+	}
+	conn.Header = h
+	if h.Command == proxyproto.PROXY && h.SourceAddr != nil {
+		conn.remote = h.SourceAddr
+	}
+	return true
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// recoverSession is the last net for a panicking handler: the session ends
+// with a logged stack, and every other session goes on.
+func (s *Server) recoverSession(conn net.Conn) {
+	if v := recover(); v != nil {
+		s.log().Error("session panicked", "listener", s.Name, "client", conn.RemoteAddr().String(),
+			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	}
+}
+
+func (s *Server) track(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(ln net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, tells sessions the server is stopping (see
+// ShuttingDown), and waits for them to end. When ctx is done first it closes
+// the remaining sessions and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.stopAccepting()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every session at once.
+func (s *Server) Close() error {
+	s.init()
+	s.stopAccepting()
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Swap(true) {
+		return
+	}
+	close(s.draining)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// Active returns the number of sessions being served.
+func (s *Server) Active() int {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+type drainKey struct{}
+
+// ShuttingDown returns a channel closed when the session's server begins a
+// graceful shutdown, so a frontend can say goodbye to an idle client in its
+// protocol. It returns nil (never ready) for a context of no Server.
+func ShuttingDown(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(drainKey{}).(chan struct{})
+	return ch
+}
+
+// addrOf returns the IP of a TCP address (zero Addr for others).
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,202 @@
+package gatehouse
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gatehouse-proxy/gatehouse/health"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+)
+
+// Protocols are the listener protocols this build serves.
+var Protocols = []string{"tcp"}
+
+
+// validate checks what decoding cannot: required fields, references
+// between sections, ports used twice, and values from closed sets.
+func validate(c *Config, d *decoder) {
+	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(d, "log.format", c.Log.Format, "text", "json")
+	if c.Admin.Listen != "off" {
+		checkHostPort(d, "admin.listen", c.Admin.Listen)
+	}
+	for _, name := range sortedBackendNames(c.Backends) {
+		validateBackend(d, name, c.Backends[name])
+	}
+	if len(c.Listeners) == 0 {
+		d.problemAt("listeners", "no listeners: gatehouse would do nothing")
+	}
+	names := map[string]bool{}
+	ports := map[string][]bound{} // port → where it is bound already
+	for i := range c.Listeners {
+		path := fmt.Sprintf("listeners[%d]", i)
+		l := &c.Listeners[i]
+		if names[l.Name] {
+			d.problemAt(path+".name", "listener name %q used twice", l.Name)
+		}
+		names[l.Name] = true
+		validateListener(d, c, l, path, ports)
+	}
+}
+
+func validateBackend(d *decoder, name string, b Backend) {
+	path := "backends." + name
+	if b.Address == "" {
+		d.problemAt(path, "back-end %q has no address", name)
+	}
+	if b.Weight < 0 {
+		d.problemAt(path+".weight", "weight must not be negative")
+	}
+}
+
+func validateListener(d *decoder, c *Config, l *Listener, path string, ports map[string][]bound) {
+	if l.Name == "" {
+		d.problemAt(path, "listener has no name")
+	}
+	oneOf(d, path+".protocol", l.Protocol, Protocols...)
+	if len(l.Listen) == 0 {
+		d.problemAt(path, "listener %q has no listen address", l.Name)
+	}
+	for j, addr := range l.Listen {
+		p := fmt.Sprintf("%s.listen[%d]", path, j)
+		if len(l.Listen) == 1 {
+			p = path + ".listen"
+		}
+		port, ok := checkHostPort(d, p, addr)
+		if ok {
+			checkPortFree(d, ports, p, addr, port)
+		}
+	}
+	validatePool(d, c, l, path)
+	validateHealth(d, l.Health, path+".health")
+	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
+	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
+		d.problemAt(path+".limits", "limits must not be negative")
+	}
+}
+
+func validatePool(d *decoder, c *Config, l *Listener, path string) {
+	if len(l.Backends) == 0 {
+		d.problemAt(path, "listener %q has no backends", l.Name)
+	}
+	seen := map[string]bool{}
+	needPort := false
+	for j, name := range l.Backends {
+		p := fmt.Sprintf("%s.backends[%d]", path, j)
+		b, ok := c.Backends[name]
+		if !ok {
+			d.problemAt(p, "unknown back-end %q (define it under backends:)", name)
+		}
+		if _, _, err := net.SplitHostPort(b.Address); err != nil {
+			needPort = true
+		}
+		if seen[name] {
+			d.problemAt(p, "back-end %q listed twice", name)
+		}
+		seen[name] = true
+	}
+	if (needPort || l.Port != 0) && (l.Port < 1 || l.Port > 65535) {
+		d.problemAt(path+".port", "port %d out of range 1-65535 (back-ends without a port of their own use it)", l.Port)
+	}
+	oneOf(d, path+".balance", l.Balance, proxy.RoundRobin, proxy.LeastConn)
+	oneOf(d, path+".affinity", l.Affinity, proxy.AffinityNone, proxy.AffinitySourceIP)
+}
+
+func validateHealth(d *decoder, h *Health, path string) {
+	if !slices.Contains(health.Kinds, h.Probe) {
+		oneOf(d, path+".probe", h.Probe, health.Kinds...)
+	} else if _, err := health.New(h.Probe, probeOptions(h)); err != nil {
+		d.problemAt(path, "%v", err)
+	}
+	if h.Rise < 0 || h.Fall < 0 {
+		d.problemAt(path, "rise and fall must not be negative")
+	}
+	if h.Timeout > h.Interval {
+		d.problemAt(path+".timeout", "timeout %s is longer than the interval %s", h.Timeout, h.Interval)
+	}
+	if h.Port < 0 || h.Port > 65535 {
+		d.problemAt(path+".port", "port %d out of range 1-65535", h.Port)
+	}
+}
+
+func validateProxyProtocol(d *decoder, pp ProxyProtocol, path string) {
+	if _, err := proxy.ProxyVersion(pp.Send); err != nil {
+		d.problemAt(path+".send", "%v", err)
+	}
+	for j, cidr := range pp.Trusted {
+		if _, err := parsePrefix(cidr); err != nil {
+			d.problemAt(fmt.Sprintf("%s.trusted[%d]", path, j), "%v", err)
+		}
+	}
+}
+
+// bound is one listen address already taken, and where.
+type bound struct{ host, path string }
+
+// checkPortFree reports a port bound twice: on the same host, or on any
+// host when one of the two binds the wildcard address. Port 0 (any free
+// port) never clashes.
+func checkPortFree(d *decoder, ports map[string][]bound, path, addr, port string) {
+	if port == "0" {
+		return
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	for _, b := range ports[port] {
+		if b.host == host || isWildcard(b.host) || isWildcard(host) {
+			d.problemAt(path, "port %s is already used by %s", port, b.path)
+			return
+		}
+	}
+	ports[port] = append(ports[port], bound{host, path})
+}
+
+func isWildcard(host string) bool {
+	return host == "" || host == "0.0.0.0" || host == "::"
+}
+
+// parsePrefix accepts a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad address range %q: want a CIDR like 10.0.0.0/8 or an address", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkHostPort validates "host:port" and returns the port.
+func checkHostPort(d *decoder, path, addr string) (string, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	// Port 0 means any free port: for tests and benchmarks.
+	if err != nil || perr != nil || n < 0 || n > 65535 {
+		d.problemAt(path, "bad listen address %q: want host:port with a port from 1 to 65535", addr)
+		return "", false
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		d.problemAt(path, "bad listen address %q: the host must be an IP address", addr)
+		return "", false
+	}
+	return port, true
+}
+
+func oneOf(d *decoder, path, value string, allowed ...string) {
+	if !slices.Contains(allowed, value) {
+		d.problemAt(path, "unknown value %q (want one of: %s)", value, strings.Join(allowed, ", "))
+	}
+}
+
+func sortedBackendNames(m map[string]Backend) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
