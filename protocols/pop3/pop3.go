@@ -1,0 +1,181 @@
+// Package pop3 is gatehouse's POP3 frontend: it speaks POP3 to the client
+// until the client has logged in, routes the session by user, logs in to
+// the chosen back-end with the same credentials, and then splices the two
+// connections.
+//
+// Implementation notes (invariants):
+//   - Before login only CAPA, STLS, USER, PASS, AUTH and QUIT are served
+//     (RFC 1939 section 4, RFC 2449, RFC 2595 section 4, RFC 5034); any
+//     other command gets -ERR and counts against MaxCommands.
+//   - Bytes the client pipelined after STLS are discarded, never executed
+//     (tls.ServerStartTLS; CVE-2011-0411). Bytes the back-end sent after
+//     its STLS go-ahead make gatehouse give up on that back-end.
+//   - Before TLS on a listener that requires it, CAPA lists neither USER
+//     nor SASL, and every login command is refused.
+//   - An unknown user and a wrong password get the same answer after the
+//     same throttle delay: the back-end's -ERR, or the lookup's refusal.
+//   - A mapped back-end (map or http routing) that is down is a
+//     -ERR [SYS/TEMP], never a login elsewhere: another server would show
+//     an empty mailbox.
+//   - Passwords are never logged; one log line per login attempt.
+//   - The splice starts only after the back-end's +OK to the login, which
+//     is the line the client receives; bytes either side sent ahead are
+//     forwarded first, in order.
+package pop3
+
+import (
+	"bufio"
+	"context"
+	stdtls "crypto/tls"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+	"github.com/gatehouse-proxy/gatehouse/tls"
+)
+
+// TLS modes of the client side (TLSMode) and of the back-end side
+// (BackendTLSMode).
+const (
+	TLSNone     = "none"
+	TLSStartTLS = "starttls"
+	TLSImplicit = "implicit"
+	TLSBackend  = "tls"
+)
+
+// Frontend serves POP3 clients of one listener. Set the fields before the
+// first connection; a Frontend is safe for concurrent use.
+type Frontend struct {
+	// Pool holds the back-ends; required.
+	Pool *proxy.Pool
+	// Router picks the back-end for a user; nil means rendezvous hashing
+	// on the user over Pool.
+	Router proxy.Router
+	// EdgeTLS is the server TLS configuration for clients; nil means no
+	// TLS is offered.
+	EdgeTLS *stdtls.Config
+	// TLSMode is "starttls" (STLS offered), "implicit" (TLS from the first
+	// byte, port 995) or "" / "none".
+	TLSMode string
+	// TLSRequired refuses logins before STLS.
+	TLSRequired bool
+	// BackendTLS is the client TLS configuration for back-ends; required
+	// when BackendTLSMode is not none.
+	BackendTLS *stdtls.Config
+	// BackendTLSMode is "tls" (implicit), "starttls" (STLS) or "" / "none".
+	BackendTLSMode string
+	// ProxyVersion, 1 or 2, sends a PROXY header to the back-end; 0 none.
+	ProxyVersion byte
+	// Idle ends a spliced session with no byte either way for this long;
+	// 0 means no limit.
+	Idle time.Duration
+	// Throttle slows and stops password guessing; nil means no throttle.
+	Throttle *proxy.Throttle
+	// Log receives one line per login and per session; nil means
+	// slog.Default().
+	Log *slog.Logger
+	// Config holds the POP3 options; zero values mean the defaults.
+	Config Config
+}
+
+// session is one client connection before and during the splice.
+type session struct {
+	f      *Frontend
+	cfg    *Config
+	ctx    context.Context
+	raw    net.Conn      // the client's socket
+	conn   net.Conn      // raw, or TLS over it
+	r      *bufio.Reader // reads conn
+	tls    bool
+	client netip.AddrPort
+	log    *slog.Logger
+
+	user     string // from USER, until PASS
+	attempts int    // logins tried
+	commands int    // commands read before login
+	draining atomic.Bool
+}
+
+// ServeConn implements proxy.Handler.
+func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
+	cfg := f.Config
+	cfg.SetDefaults()
+	s := &session{f: f, cfg: &cfg, ctx: ctx, raw: conn, conn: conn, client: addrPort(conn.RemoteAddr())}
+	s.log = f.log().With("proto", "pop3", "listener", f.Pool.Name, "client", s.client.String())
+	conn.SetDeadline(time.Now().Add(cfg.PreauthTimeout))
+	if f.TLSMode == TLSImplicit {
+		tc, err := tls.ServerHandshake(conn, f.EdgeTLS)
+		if err != nil {
+			s.log.Info("session", "outcome", "tls_failed", "err", err)
+			return
+		}
+		s.conn, s.tls = tc, true
+	}
+	s.r = bufio.NewReaderSize(s.conn, cfg.MaxLine)
+	stop := s.watchShutdown()
+	handoff := s.preauth()
+	stop()
+	if handoff != nil {
+		s.splice(handoff)
+	}
+}
+
+// Refuse implements proxy.Refuser.
+func (f *Frontend) Refuse(conn net.Conn, reason string) {
+	text := "-ERR [SYS/TEMP] Too many connections, try again later\r\n"
+	if reason == "shutdown" {
+		text = "-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
+	}
+	conn.Write([]byte(text))
+}
+
+func (f *Frontend) log() *slog.Logger {
+	if f.Log != nil {
+		return f.Log
+	}
+	return slog.Default()
+}
+
+func (f *Frontend) router() proxy.Router {
+	if f.Router != nil {
+		return f.Router
+	}
+	return &proxy.HashRouter{Pool: f.Pool}
+}
+
+// watchShutdown wakes a pre-auth read when the server starts a graceful
+// shutdown or is closed, so the client is told goodbye in POP3. The
+// returned function stops the watch and returns once it has stopped.
+func (s *session) watchShutdown() (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-proxy.ShuttingDown(s.ctx):
+		case <-s.ctx.Done():
+		case <-done:
+			return
+		}
+		s.draining.Store(true)
+		s.raw.SetReadDeadline(time.Now())
+	}()
+	return func() { close(done); <-exited }
+}
+
+// reply writes one response line.
+func (s *session) reply(line string) error {
+	_, err := s.conn.Write([]byte(line + "\r\n"))
+	return err
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
