@@ -1,29 +1,135 @@
 package gatehouse
 
 import (
-	"errors"
-	"io"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
+	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
+
+// DemoPassword is the password of the demo users alice and bob.
+const DemoPassword = "demo"
+
+// demoHomes says which demo back-end holds each demo user's mailbox: they
+// live on different servers, as mailboxes do in a real farm.
+var demoHomes = map[string]string{"alice": "demo-a", "bob": "demo-b"}
 
 // DemoBackends are the demo back-end servers `gatehouse demo` runs.
 type DemoBackends struct {
-	closers []io.Closer
+	closers []func()
 }
 
 // StartDemoBackends starts, for every listener of the demo config, one
-// demo server of its kind per back-end, at the back-end's address.
+// demo server of the listener's kind per back-end, at the back-end's
+// address. The kind comes from the listener's name: smtp, pop3, imap or
+// https.
 func StartDemoBackends(cfg *Config) (*DemoBackends, error) {
-	return nil, errors.New("demo back-ends are not available in this build")
+	d := &DemoBackends{}
+	for _, l := range cfg.Listeners {
+		for _, name := range l.Backends {
+			addr := backendAddr(cfg.Backends[name].Address, l.Port)
+			if err := d.start(l.Name, name, addr); err != nil {
+				d.Close()
+				return nil, err
+			}
+		}
+	}
+	return d, nil
+}
+
+// start runs one demo server of the given kind, named after its back-end.
+func (d *DemoBackends) start(kind, name, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("demo back-end %s (%s): %w", name, kind, err)
+	}
+	switch kind {
+	case "smtp":
+		s := smtptest.NewUnstartedServer(name)
+		s.StartOn(ln)
+		d.closers = append(d.closers, s.Close)
+	case "pop3":
+		s := pop3test.NewUnstartedServer(name)
+		s.Mailboxes = map[string]*pop3test.Mailbox{}
+		for user, msgs := range demoMailboxes(name) {
+			s.Mailboxes[user] = &pop3test.Mailbox{Password: DemoPassword, Messages: msgs}
+		}
+		s.StartOn(ln)
+		d.closers = append(d.closers, s.Close)
+	case "imap":
+		s := imaptest.NewUnstartedServer(name)
+		for user, msgs := range demoMailboxes(name) {
+			s.AddUser(user, DemoPassword, msgs...)
+		}
+		s.StartOn(ln)
+		d.closers = append(d.closers, s.Close)
+	case "https":
+		s := exchangetest.NewUnstartedServer(name)
+		s.StartTLSOn(ln)
+		d.closers = append(d.closers, s.Close)
+	default:
+		ln.Close()
+		return fmt.Errorf("no demo back-end for listener %q", kind)
+	}
+	return nil
+}
+
+// demoMailboxes returns the mailboxes a demo back-end holds.
+func demoMailboxes(backend string) map[string][][]byte {
+	boxes := map[string][][]byte{}
+	for user, home := range demoHomes {
+		if home != backend {
+			continue
+		}
+		boxes[user] = [][]byte{
+			demoMessage(user, backend, "Welcome to gatehouse", "This mailbox lives on "+backend+"."),
+			demoMessage(user, backend, "Second message", "Moving a mailbox is one line in a map file."),
+		}
+	}
+	return boxes
+}
+
+func demoMessage(user, backend, subject, body string) []byte {
+	return []byte(strings.Join([]string{
+		"From: postmaster@example.com",
+		"To: " + user + "@example.com",
+		"Subject: " + subject,
+		"Message-ID: <" + strings.ReplaceAll(strings.ToLower(subject), " ", "-") + "." + user + "@" + backend + ".example.com>",
+		"",
+		body,
+		"",
+	}, "\r\n"))
 }
 
 // Close stops every demo back-end.
 func (d *DemoBackends) Close() {
 	for _, c := range d.closers {
-		c.Close()
+		c()
 	}
 }
 
 // DemoBanner tells a newcomer what the demo started and what to try.
 func DemoBanner(cfg *Config, srv *Server) string {
-	return ""
+	var b strings.Builder
+	b.WriteString("\ngatehouse demo is running. Listeners:\n")
+	addrs := srv.Addrs()
+	for _, l := range cfg.Listeners {
+		fmt.Fprintf(&b, "  %-6s %-16s → demo-a, demo-b (%s)\n", l.Name, strings.Join(addrs[l.Name], ","), l.Protocol)
+	}
+	fmt.Fprintf(&b, "  admin  %s (metrics, status)\n", srv.AdminAddr())
+	b.WriteString(`
+Try:
+  swaks --server 127.0.0.1:2525 --to alice@example.com      # the banner names demo-a or demo-b
+  curl -sk https://127.0.0.1:8443/owa/ -D - -o /dev/null     # X-Backend: names the back-end
+  curl -s pop3://127.0.0.1:1110/ -u alice:demo               # alice's mailbox (on demo-a)
+  curl -s http://127.0.0.1:9900/api/status                   # every back-end and its health
+  curl -s http://127.0.0.1:9900/metrics | grep gatehouse_
+
+Stop with Ctrl-C.
+`)
+	return b.String()
 }
