@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
-	"golang.org/x/net/netutil"
 )
 
 // Handler serves one client connection. It owns conn and returns when the
@@ -104,18 +103,25 @@ func (s *Server) log() *slog.Logger {
 // returns a non-nil error: ErrServerClosed after Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	if s.MaxConns > 0 {
-		ln = netutil.LimitListener(ln, s.MaxConns)
-	}
 	if !s.track(ln) {
 		ln.Close()
 		return ErrServerClosed
 	}
 	defer s.untrack(ln)
+	// MaxConns is a semaphore rather than netutil.LimitListener, whose
+	// wrapped connections would hide the *net.TCPConn that serve needs.
+	var slots chan struct{}
+	if s.MaxConns > 0 {
+		slots = make(chan struct{}, s.MaxConns)
+	}
 	var backoff time.Duration
 	for {
+		if !s.acquireSlot(slots) {
+			return ErrServerClosed
+		}
 		conn, err := ln.Accept()
 		if err != nil {
+			releaseSlot(slots)
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
@@ -127,9 +133,48 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		s.wg.Add(1)
-		go s.serve(conn)
+		if !s.addSession() {
+			releaseSlot(slots)
+			s.refuse(conn, "shutdown")
+			return ErrServerClosed
+		}
+		go func() {
+			defer releaseSlot(slots)
+			s.serve(conn)
+		}()
 	}
+}
+
+// acquireSlot waits for one of MaxConns slots (at once when slots is nil),
+// giving up when shutdown begins.
+func (s *Server) acquireSlot(slots chan struct{}) bool {
+	if slots == nil {
+		return true
+	}
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-s.draining:
+		return false
+	}
+}
+
+func releaseSlot(slots chan struct{}) {
+	if slots != nil {
+		<-slots
+	}
+}
+
+// addSession counts a new session unless shutdown has begun. It holds s.mu,
+// which stopAccepting takes too, so no Add can race with Shutdown's Wait.
+func (s *Server) addSession() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 func nextBackoff(d time.Duration) time.Duration {
