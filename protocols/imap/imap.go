@@ -1,0 +1,201 @@
+// Package imap is gatehouse's IMAP frontend: it speaks IMAP to the client
+// until the client has logged in, routes the session by user, logs in to
+// the chosen back-end with the same credentials, and then splices the two
+// connections.
+//
+// Pre-auth parsing is written here rather than taken from
+// github.com/emersion/go-imap/v2: its wire parser (internal/imapwire) cannot
+// be imported, and imapserver is a whole server that keeps reading through
+// its own buffer, with no hand-over of the raw connection after LOGIN.
+//
+// Implementation notes (invariants):
+//   - Before login only CAPABILITY, NOOP, LOGOUT, STARTTLS, ID, LOGIN and
+//     AUTHENTICATE are served (RFC 9051 section 6.1-6.2, RFC 2971); any
+//     other command gets a tagged BAD and counts against MaxCommands.
+//   - Literals are read whole before the command runs; a synchronizing
+//     literal is invited by "+" only if it fits MaxLiteral (RFC 9051
+//     section 4.3), and a non-synchronizing one that does not fit ends the
+//     session (RFC 7888 section 4).
+//   - Bytes the client pipelined after STARTTLS are discarded, never
+//     executed (tls.ServerStartTLS; CVE-2011-0411). Bytes the back-end sent
+//     after its STARTTLS go-ahead make gatehouse give up on that back-end.
+//   - Before TLS on a listener that requires it, LOGINDISABLED is
+//     advertised, no AUTH= is, and LOGIN and AUTHENTICATE are refused.
+//   - The client's tags are kept: the back-end sees gatehouse's own, and
+//     its tagged answer to LOGIN goes back under the client's tag with the
+//     back-end's own response code (its post-login CAPABILITY).
+//   - The client's ID is forwarded without x- fields: only gatehouse may
+//     tell Dovecot the client's address.
+//   - An unknown user and a wrong password get the same answer after the
+//     same throttle delay. A mapped back-end that is down is
+//     NO [UNAVAILABLE], never a login elsewhere.
+//   - Passwords are never logged; one log line per login attempt.
+package imap
+
+import (
+	"bufio"
+	"context"
+	stdtls "crypto/tls"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+	"github.com/gatehouse-proxy/gatehouse/tls"
+)
+
+// TLS modes of the client side (TLSMode) and of the back-end side
+// (BackendTLSMode).
+const (
+	TLSNone     = "none"
+	TLSStartTLS = "starttls"
+	TLSImplicit = "implicit"
+	TLSBackend  = "tls"
+)
+
+// Frontend serves IMAP clients of one listener. Set the fields before the
+// first connection; a Frontend is safe for concurrent use.
+type Frontend struct {
+	// Pool holds the back-ends; required.
+	Pool *proxy.Pool
+	// Router picks the back-end for a user; nil means rendezvous hashing
+	// on the user over Pool.
+	Router proxy.Router
+	// EdgeTLS is the server TLS configuration for clients; nil means no
+	// TLS is offered.
+	EdgeTLS *stdtls.Config
+	// TLSMode is "starttls" (STARTTLS offered), "implicit" (TLS from the
+	// first byte, port 993) or "" / "none".
+	TLSMode string
+	// TLSRequired refuses logins before STARTTLS and advertises
+	// LOGINDISABLED until then.
+	TLSRequired bool
+	// BackendTLS is the client TLS configuration for back-ends; required
+	// when BackendTLSMode is not none.
+	BackendTLS *stdtls.Config
+	// BackendTLSMode is "tls" (implicit), "starttls" or "" / "none".
+	BackendTLSMode string
+	// ProxyVersion, 1 or 2, sends a PROXY header to the back-end; 0 none.
+	ProxyVersion byte
+	// Idle ends a spliced session with no byte either way for this long;
+	// 0 means no limit.
+	Idle time.Duration
+	// Throttle slows and stops password guessing; nil means no throttle.
+	Throttle *proxy.Throttle
+	// Log receives one line per login and per session; nil means
+	// slog.Default().
+	Log *slog.Logger
+	// Config holds the IMAP options; zero values mean the defaults.
+	Config Config
+}
+
+// session is one client connection before and during the splice.
+type session struct {
+	f      *Frontend
+	cfg    *Config
+	ctx    context.Context
+	raw    net.Conn      // the client's socket
+	conn   net.Conn      // raw, or TLS over it
+	r      *bufio.Reader // reads conn
+	tls    bool
+	client netip.AddrPort
+	log    *slog.Logger
+
+	p        *parser
+	id       []idField // the client's ID, forwarded to the back-end
+	attempts int       // logins tried
+	commands int       // commands read before login
+	draining atomic.Bool
+}
+
+// ServeConn implements proxy.Handler.
+func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
+	cfg := f.Config
+	cfg.SetDefaults()
+	s := &session{f: f, cfg: &cfg, ctx: ctx, raw: conn, conn: conn, client: addrPort(conn.RemoteAddr())}
+	s.log = f.log().With("proto", "imap", "listener", f.Pool.Name, "client", s.client.String())
+	conn.SetDeadline(time.Now().Add(cfg.PreauthTimeout))
+	if f.TLSMode == TLSImplicit {
+		tc, err := tls.ServerHandshake(conn, f.EdgeTLS)
+		if err != nil {
+			s.log.Info("session", "outcome", "tls_failed", "err", err)
+			return
+		}
+		s.conn, s.tls = tc, true
+	}
+	s.setReader()
+	stop := s.watchShutdown()
+	handoff := s.preauth()
+	stop()
+	if handoff != nil {
+		s.splice(handoff)
+	}
+}
+
+// Refuse implements proxy.Refuser.
+func (f *Frontend) Refuse(conn net.Conn, reason string) {
+	text := "* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+	if reason == "shutdown" {
+		text = "* BYE [UNAVAILABLE] Server shutting down, try again later\r\n"
+	}
+	conn.Write([]byte(text))
+}
+
+func (f *Frontend) log() *slog.Logger {
+	if f.Log != nil {
+		return f.Log
+	}
+	return slog.Default()
+}
+
+func (f *Frontend) router() proxy.Router {
+	if f.Router != nil {
+		return f.Router
+	}
+	return &proxy.HashRouter{Pool: f.Pool}
+}
+
+// watchShutdown wakes a pre-auth read when the server starts a graceful
+// shutdown or is closed, so the client is told goodbye in IMAP. The
+// returned function stops the watch and returns once it has stopped.
+func (s *session) watchShutdown() (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-proxy.ShuttingDown(s.ctx):
+		case <-s.ctx.Done():
+		case <-done:
+			return
+		}
+		s.draining.Store(true)
+		s.raw.SetReadDeadline(time.Now())
+	}()
+	return func() { close(done); <-exited }
+}
+
+// reply writes one response line (or several joined by CRLF).
+func (s *session) reply(lines ...string) error {
+	_, err := s.conn.Write([]byte(strings.Join(lines, "\r\n") + "\r\n"))
+	return err
+}
+
+// setReader reads commands from the current connection.
+func (s *session) setReader() {
+	s.r = bufio.NewReaderSize(s.conn, s.cfg.MaxLine)
+	s.p = &parser{r: s.r, maxLiteral: s.cfg.MaxLiteral, ready: func() error {
+		return s.reply("+ Ready for literal data") // RFC 9051 section 7.5
+	}}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
