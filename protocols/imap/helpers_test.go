@@ -260,7 +260,9 @@ func writeFile(t testing.TB, path, body string) {
 // what a session sends.
 type fakeAddrs struct{ net.Conn }
 
-func (fakeAddrs) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 51234} }
-func (fakeAddrs) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 143} }
+func (fakeAddrs) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 51234}
+}
+func (fakeAddrs) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 143} }
 
 func bufioString(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
