@@ -1,0 +1,183 @@
+package imap
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+)
+
+// imaplibScript logs in with Python's imaplib (STARTTLS or implicit TLS),
+// selects INBOX, fetches every message's subject and prints them.
+const imaplibScript = `
+import imaplib, json, ssl, sys
+host, port, mode, user, pw, cafile = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=cafile)
+if mode == "implicit":
+    m = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=5)
+else:
+    m = imaplib.IMAP4(host, int(port), timeout=5)
+    m.starttls(ssl_context=ctx)
+m.login(user, pw)
+typ, data = m.select("INBOX")
+n = int(data[0])
+subjects = []
+if n:
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    for part in data:
+        if isinstance(part, tuple):
+            subjects.append(part[1].decode().strip())
+m.logout()
+print(json.dumps({"count": n, "subjects": subjects}))
+`
+
+// dovecotPool is a pool over Dovecot instances' plain IMAP listeners.
+func dovecotPool(ds ...*dovecot) *proxy.Pool {
+	p := &proxy.Pool{Name: "imap", ConnectTimeout: wait}
+	for _, d := range ds {
+		p.Backends = append(p.Backends, proxy.NewBackend(d.Name, d.IMAP, 1))
+	}
+	return p
+}
+
+type imaplibResult struct {
+	Count    int
+	Subjects []string
+}
+
+func imaplib(t testing.TB, addr, mode, user string) imaplibResult {
+	t.Helper()
+	py := needTool(t, "python3", "python3")
+	host, port, _ := strings.Cut(addr, ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, "-c", imaplibScript, host, port, mode, user, "demo", certPEM(t)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("imaplib %s as %s: %v\n%s", mode, user, err, out)
+	}
+	var res imaplibResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("imaplib printed %q: %v", out, err)
+	}
+	return res
+}
+
+func TestIntegrationImaplibAndCurlReachEachUsersDovecot(t *testing.T) {
+	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "bob")
+	pool := dovecotPool(mail1, mail2)
+	path := filepath.Join(t.TempDir(), "users.map")
+	writeFile(t, path, "alice mail1\nbob mail2\n")
+	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteMap, File: path}, pool, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: serverTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: serverTLS(), TLSMode: TLSImplicit})
+	for _, tc := range []struct{ addr, mode, user, subject string }{
+		{starttls, "starttls", "alice", "Subject: alice on mail1"},
+		{starttls, "starttls", "bob", "Subject: bob on mail2"},
+		{implicit, "implicit", "alice", "Subject: alice on mail1"},
+		{implicit, "implicit", "bob", "Subject: bob on mail2"},
+	} {
+		res := imaplib(t, tc.addr, tc.mode, tc.user)
+		if res.Count != 1 || len(res.Subjects) != 1 || res.Subjects[0] != tc.subject {
+			t.Errorf("imaplib %s as %s got %+v, want one message %q", tc.mode, tc.user, res, tc.subject)
+		}
+	}
+	curl := needTool(t, "curl", "curl")
+	for url, user := range map[string]string{"imaps://" + implicit + "/INBOX;MAILINDEX=1": "bob", "imap://" + starttls + "/INBOX;MAILINDEX=1": "alice"} {
+		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", certPEM(t), "-u", user+":demo", url).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
+			t.Errorf("curl %s as %s: %v\n%s", url, user, err, out)
+		}
+	}
+}
+
+func TestIntegrationLiteralLoginRelaysDovecotCapabilities(t *testing.T) {
+	d := startDovecot(t, "mail1", "alice")
+	addr := start(t, &Frontend{Pool: dovecotPool(d)})
+	c := greeted(t, addr)
+	c.send("a1 LOGIN {5+}\r\nalice {4}")
+	c.expect("+ ")
+	c.send("demo")
+	// Dovecot's post-login capabilities (IDLE, ENABLE…) under our tag.
+	ok := c.expect("a1 OK [CAPABILITY IMAP4rev1 ")
+	if !strings.Contains(ok, " IDLE") || !strings.Contains(ok, "Logged in") {
+		t.Fatalf("LOGIN answered %q", ok)
+	}
+	c.send("a2 SELECT INBOX")
+	if lines := c.until("a2"); !containsPrefix(lines, "* 1 EXISTS") {
+		t.Fatalf("SELECT = %q", lines)
+	}
+}
+
+func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
+	d := startDovecot(t, "mail1", "alice", "bob")
+	// ID with x-originating-ip on the plain listener; the client's own
+	// x- fields never get through.
+	id := start(t, &Frontend{Pool: dovecotPool(d), Config: Config{Forward: ForwardID}})
+	c := connectFrom(t, "127.0.0.5", id)
+	c.expect("* OK")
+	c.send(`a ID ("name" "probe" "x-originating-ip" "198.51.100.66")`)
+	c.expect(`* ID ("name" "gatehouse")`)
+	c.expect("a OK")
+	c.send("b LOGIN alice demo")
+	c.expect("b OK")
+	d.waitLog(t, "user=<alice>, method=PLAIN, rip=127.0.0.5,")
+	if strings.Contains(d.Log(), "198.51.100.66") {
+		t.Fatalf("the client's own x-originating-ip reached Dovecot:\n%s", d.Log())
+	}
+	// A PROXY v1 header on the haproxy listener.
+	pool := &proxy.Pool{Name: "imap", Backends: []*proxy.Backend{proxy.NewBackend("mail1", d.IMAPProxy, 1)}}
+	proxied := start(t, &Frontend{Pool: pool, ProxyVersion: 1})
+	c = connectFrom(t, "127.0.0.6", proxied)
+	c.expect("* OK")
+	c.send("b LOGIN bob demo")
+	c.expect("b OK")
+	d.waitLog(t, "user=<bob>, method=PLAIN, rip=127.0.0.6,")
+}
+
+func TestIntegrationHTTPRouting(t *testing.T) {
+	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "bob")
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		servers := map[string]*dovecot{"alice": mail1, "bob": mail2}
+		d, ok := servers[r.Header.Get("Auth-User")]
+		if !ok || r.Header.Get("Auth-Pass") != "demo" || r.Header.Get("Auth-Protocol") != "imap" {
+			w.Header().Set("Auth-Status", "Invalid login or password")
+			w.Header().Set("Auth-Wait", "1")
+			return
+		}
+		host, port, _ := strings.Cut(d.IMAP, ":")
+		w.Header().Set("Auth-Status", "OK")
+		w.Header().Set("Auth-Server", host)
+		w.Header().Set("Auth-Port", port)
+	}))
+	defer auth.Close()
+	pool := dovecotPool(mail1, mail2)
+	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteHTTP, URL: auth.URL, CacheTTL: -1}, pool, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := start(t, &Frontend{Pool: pool, Router: r})
+	for user, want := range map[string]string{"alice": "Subject: alice on mail1", "bob": "Subject: bob on mail2"} {
+		c := loggedIn(t, addr, user)
+		c.send("f SELECT INBOX", "g FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+		c.until("f")
+		if lines := c.until("g"); !containsPrefix(lines, want) {
+			t.Errorf("%s reached %q, want %q", user, lines, want)
+		}
+	}
+	c := greeted(t, addr)
+	c.send("a LOGIN alice wrong")
+	c.expect("a NO [AUTHENTICATIONFAILED] Invalid login or password")
+	auth.Close()
+	c.send("b LOGIN bob demo")
+	c.expect("b NO [UNAVAILABLE]")
+}
