@@ -263,4 +263,3 @@ func kindName(k reflect.Kind) string {
 	}
 	return k.String()
 }
-

@@ -15,7 +15,6 @@ import (
 // Protocols are the listener protocols this build serves.
 var Protocols = []string{"tcp"}
 
-
 // validate checks what decoding cannot: required fields, references
 // between sections, ports used twice, and values from closed sets.
 func validate(c *Config, d *decoder) {

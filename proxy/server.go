@@ -35,11 +35,41 @@ type ClientConn struct {
 	// Header is the PROXY header a trusted upstream sent, or nil.
 	Header *proxyproto.Header
 	remote net.Addr
+
+	cleanup   []func() // what ends the session, in order of adding
+	handedOff bool
 }
 
 // RemoteAddr returns the client's address: the PROXY header's source when
 // a trusted upstream sent one, else the socket's peer.
 func (c *ClientConn) RemoteAddr() net.Addr { return c.remote }
+
+// HandOff lets a handler return from ServeConn while its session goes on
+// without a goroutine of its own (a parked splice). The Server then keeps
+// the connection open and counted; end, which must be called exactly once
+// when the session is over, closes it and does the Server's bookkeeping.
+func (c *ClientConn) HandOff() (end func()) {
+	c.handedOff = true
+	return c.end
+}
+
+// atEnd adds f to what ends the session, run in reverse order of adding.
+func (c *ClientConn) atEnd(f func()) { c.cleanup = append(c.cleanup, f) }
+
+func (c *ClientConn) end() {
+	for i := len(c.cleanup) - 1; i >= 0; i-- {
+		c.cleanup[i]()
+	}
+	c.cleanup = nil
+}
+
+// endUnlessHandedOff ends the session when ServeConn returns, unless the
+// handler handed it off.
+func (c *ClientConn) endUnlessHandedOff() {
+	if !c.handedOff {
+		c.end()
+	}
+}
 
 // Server accepts client connections on one or more listeners and runs a
 // Handler for each, enforcing connection limits. Set the fields before
@@ -75,6 +105,7 @@ type Server struct {
 	baseCtx   context.Context
 	cancel    context.CancelFunc
 	draining  chan struct{}
+	parker    *parker // nil when epoll is unavailable
 	initOnce  sync.Once
 }
 
@@ -89,6 +120,12 @@ func (s *Server) init() {
 		s.draining = make(chan struct{})
 		s.baseCtx, s.cancel = context.WithCancel(context.Background())
 		s.baseCtx = context.WithValue(s.baseCtx, drainKey{}, s.draining)
+		if p, err := newParker(); err == nil {
+			s.parker = p
+			s.baseCtx = context.WithValue(s.baseCtx, parkerKey{}, p)
+		} else {
+			s.log().Warn("idle sessions will hold goroutines: no epoll parker", "err", err)
+		}
 	})
 }
 
@@ -138,10 +175,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.refuse(conn, "shutdown")
 			return ErrServerClosed
 		}
-		go func() {
-			defer releaseSlot(slots)
-			s.serve(conn)
-		}()
+		go s.serve(conn, slots)
 	}
 }
 
@@ -190,28 +224,34 @@ func isTemporary(err error) bool {
 	return errors.As(err, &ne) && !errors.Is(err, net.ErrClosed)
 }
 
-// serve runs one connection: limits, PROXY header, handler, cleanup.
-func (s *Server) serve(raw net.Conn) {
-	defer s.wg.Done()
+// serve runs one connection: limits, PROXY header, handler, cleanup. The
+// cleanup runs when the handler returns, or, for a session the handler
+// handed off (ClientConn.HandOff), when that session ends.
+func (s *Server) serve(raw net.Conn, slots chan struct{}) {
 	tcp, ok := raw.(*net.TCPConn)
 	if !ok {
 		raw.Close()
+		releaseSlot(slots)
+		s.wg.Done()
 		s.log().Error("listener returned a non-TCP connection", "listener", s.Name)
 		return
 	}
 	conn := &ClientConn{TCPConn: tcp, remote: tcp.RemoteAddr()}
+	conn.atEnd(s.wg.Done)
+	conn.atEnd(func() { releaseSlot(slots) })
+	defer conn.endUnlessHandedOff()
 	peer := addrOf(conn.remote)
 	if !s.admit(conn, peer) {
 		return
 	}
-	defer s.release(conn, peer)
+	conn.atEnd(func() { s.release(conn, peer) })
 	if s.trusted(peer) && !s.readHeader(conn) {
 		return
 	}
 	sessionsTotal.WithLabelValues(s.Name).Inc()
 	active := sessionsActive.WithLabelValues(s.Name)
 	active.Inc()
-	defer active.Dec()
+	conn.atEnd(active.Dec)
 	defer s.recoverSession(conn)
 	s.Handler.ServeConn(s.baseCtx, conn)
 }
@@ -323,6 +363,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cancel()
+		s.closeParker()
 		return nil
 	case <-ctx.Done():
 		s.Close()
@@ -341,7 +382,15 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.mu.Unlock()
+	go func() { s.wg.Wait(); s.closeParker() }()
 	return nil
+}
+
+// closeParker stops the parker once no session can use it any more.
+func (s *Server) closeParker() {
+	if s.parker != nil {
+		s.parker.close() // idempotent
+	}
 }
 
 func (s *Server) stopAccepting() {
@@ -365,6 +414,8 @@ func (s *Server) Active() int {
 }
 
 type drainKey struct{}
+
+type parkerKey struct{}
 
 // ShuttingDown returns a channel closed when the session's server begins a
 // graceful shutdown, so a frontend can say goodbye to an idle client in its

@@ -69,4 +69,3 @@ func cmdValidate(args []string) int {
 	fmt.Printf("%s: ok\n", *path)
 	return 0
 }
-

@@ -1,0 +1,278 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// parkedSplice joins two raw TCP sockets as Splice does, but returns at
+// once: a direction holds a goroutine only while bytes flow, and while it
+// idles its socket waits in the parker. done runs exactly once, when both
+// directions have ended, with the byte counts and the first error (ErrIdle
+// for the idle timeout, ctx's error when ctx ended it).
+//
+// States of a direction, and who ends it: running (its goroutine ends it on
+// EOF or error), parked (whoever takes its resume function out of the
+// parker: the parker's event, or an abort), ended.
+type parkedSplice struct {
+	p    *parker
+	idle time.Duration
+	last atomic.Int64 // unix nanoseconds of the last byte moved
+	log  *slog.Logger
+
+	legs      [2]*parkedLeg // up (client → back-end), down
+	remaining atomic.Int32
+	aborted   atomic.Bool
+	timer     *time.Timer
+	stopCtx   func() bool
+	done      func(up, down int64, err error)
+
+	mu  sync.Mutex
+	err error
+}
+
+// parkedLeg is one direction.
+type parkedLeg struct {
+	s        *parkedSplice
+	src, dst *net.TCPConn
+	rc       syscall.RawConn
+	id       uint64
+	n        atomic.Int64
+	ended    atomic.Bool
+}
+
+// splice registers both sockets and sets both directions running.
+func (p *parker) splice(ctx context.Context, client, backend *net.TCPConn, idle time.Duration, log *slog.Logger,
+	done func(up, down int64, err error)) (*parkedSplice, error) {
+	s := &parkedSplice{p: p, idle: idle, log: log, done: done}
+	s.last.Store(time.Now().UnixNano())
+	up, err := s.newLeg(client, backend)
+	if err != nil {
+		return nil, err
+	}
+	down, err := s.newLeg(backend, client)
+	if err != nil {
+		up.unregister()
+		return nil, err
+	}
+	s.legs = [2]*parkedLeg{up, down}
+	s.remaining.Store(2)
+	if idle > 0 {
+		s.timer = time.AfterFunc(idle, s.checkIdle)
+	}
+	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
+	go up.resume()
+	go down.resume()
+	return s, nil
+}
+
+func (s *parkedSplice) newLeg(src, dst *net.TCPConn) (*parkedLeg, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	l := &parkedLeg{s: s, src: src, dst: dst, rc: rc}
+	var rerr error
+	if err := rc.Control(func(fd uintptr) { l.id, rerr = s.p.register(int(fd)) }); err != nil {
+		return nil, err
+	}
+	return l, rerr
+}
+
+// resume moves whatever is queued on src, then parks src again. It runs on
+// a goroutine of its own, started by the parker or by splice.
+//
+// Each burst starts with a plain read into a pooled buffer: most bursts of
+// mail and HTTP traffic are small, and read+write is then the cheapest
+// move. A read that fills the buffer means a stream; splice(2) moves the
+// rest of what is queued without copying it through user space.
+func (l *parkedLeg) resume() {
+	defer l.s.recoverLeg(l)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for {
+		if l.s.aborted.Load() {
+			l.end()
+			return
+		}
+		n, err := l.read(*bp)
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
+			l.park()
+			return
+		case err != nil:
+			l.s.abort(err) // the other direction cannot go on either
+			l.end()
+			return
+		case n == 0:
+			closeWrite(l.dst)
+			l.end()
+			return
+		}
+		if err := l.forward((*bp)[:n], n == len(*bp)); err != nil {
+			l.s.abort(err)
+			l.end()
+			return
+		}
+	}
+}
+
+// read reads what is queued on src without waiting: EAGAIN when nothing.
+func (l *parkedLeg) read(buf []byte) (n int, err error) {
+	cerr := l.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Read(int(fd), buf)
+			if err != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
+// forward writes a burst's first bytes and, for a stream, splices what
+// else is queued.
+func (l *parkedLeg) forward(first []byte, stream bool) error {
+	if _, err := l.dst.Write(first); err != nil {
+		return err
+	}
+	l.n.Add(int64(len(first)))
+	l.s.last.Store(time.Now().UnixNano())
+	for stream {
+		queued, eof, err := l.peek()
+		if errors.Is(err, syscall.EAGAIN) || eof {
+			return nil // resume reads again and sees the same
+		}
+		if err != nil {
+			return err
+		}
+		n, err := l.dst.ReadFrom(&io.LimitedReader{R: l.src, N: int64(queued)})
+		l.n.Add(n)
+		l.s.last.Store(time.Now().UnixNano())
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// peek asks the socket, without waiting, what is queued.
+func (l *parkedLeg) peek() (queued int, eof bool, err error) {
+	cerr := l.rc.Read(func(fd uintptr) bool {
+		queued, eof, err = peek(int(fd))
+		return true
+	})
+	if cerr != nil {
+		return 0, false, cerr
+	}
+	return queued, eof, err
+}
+
+// park hands src to the parker. An abort that raced with it finds the
+// parked entry, or is seen here; exactly one of the two ends the leg.
+func (l *parkedLeg) park() {
+	var perr error
+	if err := l.rc.Control(func(fd uintptr) { perr = l.s.p.park(int(fd), l.id, l.resume) }); err != nil {
+		perr = err
+	}
+	if perr != nil {
+		l.s.abort(perr)
+		l.end()
+		return
+	}
+	if l.s.aborted.Load() && l.s.p.unpark(l.id) {
+		l.end()
+	}
+}
+
+// end marks the leg over; the last leg to end finishes the session.
+func (l *parkedLeg) end() {
+	if l.ended.Swap(true) {
+		return
+	}
+	if l.s.remaining.Add(-1) == 0 {
+		l.s.finish()
+	}
+}
+
+func (l *parkedLeg) unregister() {
+	l.rc.Control(func(fd uintptr) { l.s.p.unregister(int(fd)) })
+}
+
+// checkIdle ends the session when no byte moved for the idle time, else
+// waits for the rest of it.
+func (s *parkedSplice) checkIdle() {
+	since := time.Since(time.Unix(0, s.last.Load()))
+	if since >= s.idle {
+		s.abort(ErrIdle)
+		return
+	}
+	s.timer.Reset(s.idle - since)
+}
+
+// abort ends both directions: running ones see the flag or fail on the
+// expired deadline, parked ones are taken out of the parker and ended here.
+func (s *parkedSplice) abort(err error) {
+	s.fail(err)
+	if s.aborted.Swap(true) {
+		return
+	}
+	now := time.Now()
+	for _, l := range s.legs {
+		l.src.SetDeadline(now)
+	}
+	for _, l := range s.legs {
+		if s.p.unpark(l.id) {
+			l.end()
+		}
+	}
+}
+
+// fail records the first error.
+func (s *parkedSplice) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// finish runs once, after both legs ended.
+func (s *parkedSplice) finish() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.stopCtx()
+	for _, l := range s.legs {
+		l.unregister()
+	}
+	s.mu.Lock()
+	err := s.err
+	s.mu.Unlock()
+	s.done(s.legs[0].n.Load(), s.legs[1].n.Load(), err)
+}
+
+// recoverLeg is the last net for a panic in a direction: the session ends
+// with a logged stack; the process and other sessions go on.
+func (s *parkedSplice) recoverLeg(l *parkedLeg) {
+	if v := recover(); v != nil {
+		s.log.Error("splice panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		s.abort(fmt.Errorf("panic: %v", v))
+		l.end()
+	}
+}
