@@ -45,8 +45,6 @@ func TestLoginUserPassThenSplice(t *testing.T) {
 }
 
 func TestAuthMechanisms(t *testing.T) {
-	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be)})
 	for name, steps := range map[string][][2]string{
 		// AUTH PLAIN with an initial response (RFC 5034 section 4).
 		"plain-ir": {{"AUTH PLAIN " + b64("\x00alice\x00demo"), "+OK mail1: alice"}},
@@ -60,6 +58,9 @@ func TestAuthMechanisms(t *testing.T) {
 		"cancel": {{"AUTH PLAIN", "+ "}, {"*", "-ERR Authentication cancelled"}, {"AUTH", "+OK"}},
 	} {
 		t.Run(name, func(t *testing.T) {
+			// A back-end each: a POP3 maildrop is locked while a session
+			// holds it (RFC 1939 section 8).
+			addr := start(t, &Frontend{Pool: poolOf(startBackend(t, "mail1"))})
 			c := greeted(t, addr)
 			for _, s := range steps {
 				c.send(s[0])
