@@ -1,6 +1,10 @@
 package gatehouse
 
-import "time"
+import (
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/tls"
+)
 
 // Config is the whole configuration file. Every default lives in
 // applyDefaults (defaults.go) and is documented on the field it fills.
@@ -15,6 +19,15 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Log sets the log level and format.
 	Log Log `yaml:"log"`
+	// Certificates are the named certificate sets that TLS listeners serve
+	// (ACME, files or a local CA). A listener's tls.certificates names one;
+	// the set named "default", or the only one, serves the others. Empty
+	// means one self-signed set for localhost, made only if a listener
+	// needs TLS.
+	Certificates map[string]tls.Certificates `yaml:"certificates"`
+	// HTTP is the port-80 companion of the HTTPS listeners: it answers
+	// ACME HTTP-01 challenges and redirects every other request to https.
+	HTTP HTTPRedirect `yaml:"http"`
 	// Backends names every back-end server once; listeners refer to them.
 	Backends map[string]Backend `yaml:"backends"`
 	// Listeners are the ports gatehouse owns.
@@ -73,6 +86,22 @@ type Listener struct {
 	Limits Limits `yaml:"limits"`
 	// ProxyProtocol sends and accepts PROXY protocol headers.
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+	// TLS is TLS towards clients: mode none (default), implicit (TLS from
+	// the first byte, as on 443, 465, 993, 995) or starttls (mail
+	// protocols), with the certificate set to serve.
+	TLS tls.Listener `yaml:"tls"`
+	// BackendTLS is TLS towards the back-ends and their health checks:
+	// mode none (default), tls or starttls, and how to trust them.
+	BackendTLS tls.Backend `yaml:"backend_tls"`
+}
+
+// HTTPRedirect configures the port-80 listener.
+type HTTPRedirect struct {
+	// Listen lists "address:port" to bind; empty means no port-80 listener.
+	Listen StringList `yaml:"listen"`
+	// Certificates names the certificate set whose ACME HTTP-01 challenges
+	// it answers; "" means the default set.
+	Certificates string `yaml:"certificates"`
 }
 
 // Health is a listener's active health check of its back-ends.

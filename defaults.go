@@ -1,9 +1,13 @@
 package gatehouse
 
 import (
+	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // Defaults, in one place. Each is documented on the Config field it fills.
@@ -29,6 +33,42 @@ func applyDefaults(c *Config) {
 	for i := range c.Listeners {
 		listenerDefaults(&c.Listeners[i])
 	}
+	if len(c.Certificates) == 0 && needsCertificates(c) {
+		c.Certificates = map[string]tls.Certificates{DefaultCertificates: {Source: tls.SourceSelfSigned}}
+	}
+	for name, set := range c.Certificates {
+		setDefault(&set.Storage, filepath.Join(c.StateDir, "certificates"))
+		c.Certificates[name] = set
+	}
+}
+
+// DefaultCertificates is the name of the certificate set that serves
+// listeners naming none (when there is more than one set).
+const DefaultCertificates = "default"
+
+// needsCertificates reports whether any listener terminates TLS.
+func needsCertificates(c *Config) bool {
+	for _, l := range c.Listeners {
+		if l.TLS.TLS() {
+			return true
+		}
+	}
+	return len(c.HTTP.Listen) > 0
+}
+
+// certificateSet returns the name of the set a listener's reference means:
+// the named one, else "default", else the only one.
+func certificateSet(c *Config, ref string) string {
+	if ref != "" {
+		return ref
+	}
+	if _, ok := c.Certificates[DefaultCertificates]; ok || len(c.Certificates) != 1 {
+		return DefaultCertificates
+	}
+	for name := range c.Certificates {
+		return name
+	}
+	return DefaultCertificates
 }
 
 func listenerDefaults(l *Listener) {
@@ -58,4 +98,15 @@ func setDefault[T comparable](field *T, def T) {
 	if *field == zero {
 		*field = def
 	}
+}
+
+// CertificateStorage returns the storage directory of a certificate set
+// ("" means the default set).
+func CertificateStorage(c *Config, set string) (string, error) {
+	name := certificateSet(c, set)
+	certs, ok := c.Certificates[name]
+	if !ok {
+		return "", fmt.Errorf("no certificate set %q in the configuration", name)
+	}
+	return certs.Storage, nil
 }

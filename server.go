@@ -2,6 +2,7 @@ package gatehouse
 
 import (
 	"context"
+	stdtls "crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,12 +15,16 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
+	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // Server is a running gatehouse: its listeners, pools, health monitor and
 // admin listener, built from one Config.
 type Server struct {
 	cfg       *Config
+	certs     map[string]*tls.Manager // certificate sets in use, by name
+	ctx       context.Context         // lives until Close: certificate upkeep
+	stop      context.CancelFunc
 	log       *slog.Logger
 	monitor   *health.Monitor
 	listeners []*listener
@@ -43,7 +48,8 @@ func NewServer(cfg *Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, certs: map[string]*tls.Manager{}}
+	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.monitor = health.NewMonitor(log, s.onHealthChange)
 	for i := range cfg.Listeners {
 		l, err := s.buildListener(&cfg.Listeners[i])
@@ -73,9 +79,13 @@ func (s *Server) buildListener(lc *Listener) (*listener, error) {
 		trusted = append(trusted, p)
 	}
 	l := &listener{cfg: lc, pool: pool}
+	handler, err := s.frontend(lc, pool)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
 	l.server = &proxy.Server{
 		Name:     lc.Name,
-		Handler:  s.frontend(lc, pool),
+		Handler:  handler,
 		MaxConns: lc.Limits.MaxConnections,
 		MaxPerIP: lc.Limits.MaxPerIP,
 		Trusted:  trusted,
@@ -93,15 +103,52 @@ func (s *Server) buildListener(lc *Listener) (*listener, error) {
 }
 
 // frontend returns the protocol handler of a listener.
-func (s *Server) frontend(lc *Listener, pool *proxy.Pool) proxy.Handler {
+func (s *Server) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error) {
 	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
+	edge, err := s.edgeTLS(lc, nil)
+	if err != nil {
+		return nil, err
+	}
+	backend, err := lc.BackendTLS.ClientConfig("", s.log)
+	if err != nil {
+		return nil, err
+	}
 	return &proxy.TCP{
 		Pool:         pool,
 		Affinity:     lc.Affinity,
 		ProxyVersion: version,
 		Idle:         lc.Timeouts.Idle,
+		TLS:          edge,
+		BackendTLS:   backend,
 		Log:          s.log,
+	}, nil
+}
+
+// edgeTLS returns the TLS config a listener serves clients with, or nil
+// when it speaks no TLS. alpn lists the application protocols it offers.
+func (s *Server) edgeTLS(lc *Listener, alpn []string) (*stdtls.Config, error) {
+	if !lc.TLS.TLS() {
+		return nil, nil
 	}
+	m, err := s.certificates(certificateSet(s.cfg, lc.TLS.Certificates))
+	if err != nil {
+		return nil, err
+	}
+	return m.ServerConfig(alpn...), nil
+}
+
+// certificates returns the running manager of a certificate set, starting
+// it on first use (obtaining or loading its certificates).
+func (s *Server) certificates(name string) (*tls.Manager, error) {
+	if m, ok := s.certs[name]; ok {
+		return m, nil
+	}
+	m, err := tls.NewManager(s.ctx, s.cfg.Certificates[name], s.log.With("certificates", name))
+	if err != nil {
+		return nil, fmt.Errorf("certificates %s: %w", name, err)
+	}
+	s.certs[name] = m
+	return m, nil
 }
 
 // buildPool makes the listener's back-ends and registers their checks.
@@ -149,6 +196,9 @@ func (s *Server) addCheck(lc *Listener, b *proxy.Backend) error {
 	}
 	opts := probeOptions(h)
 	opts.Dial = probeDialer(lc.ProxyProtocol.Send)
+	if err := s.probeTLS(lc, b, &opts); err != nil {
+		return fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
 	probe, err := health.New(h.Probe, opts)
 	if err != nil {
 		return fmt.Errorf("listener %s: %w", lc.Name, err)
@@ -170,6 +220,25 @@ func probeOptions(h *Health) health.Options {
 		ExpectStatus: h.ExpectStatus,
 		ExpectBody:   h.ExpectBody,
 	}
+}
+
+// probeTLS makes a health probe speak to the back-end the way the
+// listener does: TLS from the first byte or STARTTLS, trusted the same way.
+func (s *Server) probeTLS(lc *Listener, b *proxy.Backend, o *health.Options) error {
+	host, _, _ := net.SplitHostPort(b.Addr)
+	cfg, err := lc.BackendTLS.ClientConfig(host, s.log)
+	if err != nil || cfg == nil {
+		return err
+	}
+	o.TLSConfig = cfg
+	mail := lc.Health.Probe == "smtp" || lc.Health.Probe == "pop3" || lc.Health.Probe == "imap"
+	switch {
+	case mail && lc.BackendTLS.Mode == tls.ModeTLS:
+		o.ImplicitTLS = true
+	case mail && lc.BackendTLS.Mode == tls.ModeStartTLS:
+		o.StartTLS = true
+	}
+	return nil
 }
 
 // probeDialer returns, for back-ends that expect a PROXY header, a dialer
@@ -262,6 +331,10 @@ func (s *Server) Close() error {
 	}
 	s.monitor.Close()
 	s.wg.Wait()
+	for _, m := range s.certs {
+		m.Close()
+	}
+	s.stop()
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
+	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // Protocols are the listener protocols this build serves.
@@ -25,6 +26,17 @@ func validate(c *Config, d *decoder) {
 	}
 	for _, name := range sortedBackendNames(c.Backends) {
 		validateBackend(d, name, c.Backends[name])
+	}
+	for name, set := range c.Certificates {
+		if err := set.Validate(); err != nil {
+			d.problemAt("certificates."+name, "certificates %q: %v", name, err)
+		}
+	}
+	for j, addr := range c.HTTP.Listen {
+		checkHostPort(d, fmt.Sprintf("http.listen[%d]", j), addr)
+	}
+	if len(c.HTTP.Listen) > 0 {
+		checkCertificateRef(d, c, "http.certificates", c.HTTP.Certificates)
 	}
 	if len(c.Listeners) == 0 {
 		d.problemAt("listeners", "no listeners: gatehouse would do nothing")
@@ -73,6 +85,7 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 	validatePool(d, c, l, path)
 	validateHealth(d, l.Health, path+".health")
 	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
+	validateTLS(d, c, l, path)
 	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
 		d.problemAt(path+".limits", "limits must not be negative")
 	}
@@ -130,6 +143,29 @@ func validateProxyProtocol(d *decoder, pp ProxyProtocol, path string) {
 		if _, err := parsePrefix(cidr); err != nil {
 			d.problemAt(fmt.Sprintf("%s.trusted[%d]", path, j), "%v", err)
 		}
+	}
+}
+
+// validateTLS checks a listener's TLS towards clients and back-ends.
+func validateTLS(d *decoder, c *Config, l *Listener, path string) {
+	if err := l.TLS.Validate(); err != nil {
+		d.problemAt(path+".tls", "%v", err)
+	} else if l.TLS.TLS() {
+		checkCertificateRef(d, c, path+".tls.certificates", l.TLS.Certificates)
+	}
+	if err := l.BackendTLS.Validate(); err != nil {
+		d.problemAt(path+".backend_tls", "%v", err)
+	}
+	if l.Protocol == "tcp" && (l.TLS.Mode == tls.ModeStartTLS || l.BackendTLS.Mode == tls.ModeStartTLS) {
+		d.problemAt(path+".tls", "protocol tcp does not read the stream, so it cannot do STARTTLS: use implicit/tls or a mail protocol")
+	}
+}
+
+// checkCertificateRef reports a reference to a certificate set that does
+// not exist.
+func checkCertificateRef(d *decoder, c *Config, path, ref string) {
+	if _, ok := c.Certificates[certificateSet(c, ref)]; !ok {
+		d.problemAt(path, "no certificate set %q under certificates:", certificateSet(c, ref))
 	}
 }
 

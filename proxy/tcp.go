@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	stdtls "crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -31,6 +33,14 @@ type TCP struct {
 	// Idle ends a session after this long with no byte either way; 0 means
 	// no limit.
 	Idle time.Duration
+	// TLS, if set, terminates TLS from clients with this config (implicit
+	// TLS: the first byte is the ClientHello); nil relays bytes as they are.
+	TLS *stdtls.Config
+	// BackendTLS, if set, speaks TLS to the back-end with this config;
+	// nil sends plaintext. ServerName, when empty, is the back-end's host.
+	BackendTLS *stdtls.Config
+	// HandshakeTimeout bounds each TLS handshake; 0 means 10 seconds.
+	HandshakeTimeout time.Duration
 	// Log receives one line per session; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -38,6 +48,14 @@ type TCP struct {
 // ServeConn implements Handler.
 func (t *TCP) ServeConn(ctx context.Context, conn net.Conn) {
 	start := time.Now()
+	if t.TLS != nil {
+		tc, err := t.handshake(stdtls.Server(conn, t.TLS), conn)
+		if err != nil {
+			t.log().Info("TLS handshake failed", "listener", t.Pool.Name, "client", conn.RemoteAddr().String(), "err", err)
+			return
+		}
+		conn = tc
+	}
 	key := ""
 	if t.Affinity == AffinitySourceIP {
 		key = addrOf(conn.RemoteAddr()).String()
@@ -50,17 +68,54 @@ func (t *TCP) ServeConn(ctx context.Context, conn net.Conn) {
 	}
 	s := &tcpSession{t: t, start: start, client: conn, backend: be, b: b}
 	s.begin()
-	if t.ProxyVersion != 0 {
-		if err := WriteProxyHeader(be, t.ProxyVersion, conn.RemoteAddr(), conn.LocalAddr()); err != nil {
-			s.end(0, 0, err)
-			return
-		}
+	if err := t.prepareBackend(s, conn); err != nil {
+		t.log().Warn("back-end setup failed", "listener", t.Pool.Name, "backend", b.Name, "err", err)
+		s.end(0, 0, err)
+		return
 	}
 	if s.park(ctx) {
 		return
 	}
-	up, down, err := Splice(ctx, conn, be, t.Idle)
+	up, down, err := Splice(ctx, conn, s.backend, t.Idle)
 	s.end(up, down, err)
+}
+
+// handshake runs a TLS handshake within the handshake timeout.
+func (t *TCP) handshake(tc *stdtls.Conn, raw net.Conn) (*stdtls.Conn, error) {
+	timeout := t.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	raw.SetDeadline(time.Now().Add(timeout))
+	defer raw.SetDeadline(time.Time{})
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// prepareBackend sends the PROXY header, then starts TLS to the back-end:
+// the header goes first, in plaintext, as Postfix and Dovecot expect it.
+func (t *TCP) prepareBackend(s *tcpSession, client net.Conn) error {
+	if t.ProxyVersion != 0 {
+		if err := WriteProxyHeader(s.backend, t.ProxyVersion, client.RemoteAddr(), client.LocalAddr()); err != nil {
+			return err
+		}
+	}
+	if t.BackendTLS == nil {
+		return nil
+	}
+	cfg := t.BackendTLS
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(s.b.Addr)
+	}
+	tc, err := t.handshake(stdtls.Client(s.backend, cfg), s.backend)
+	if err != nil {
+		return fmt.Errorf("TLS to back-end: %w", err)
+	}
+	s.backend = tc
+	return nil
 }
 
 // tcpSession is one relayed connection, from dial to its log line.

@@ -8,6 +8,7 @@
 //	gatehouse validate -config FILE  check a configuration, print FILE:LINE:COL: problems
 //	gatehouse demo                   run gatehouse in front of built-in demo back-ends
 //	gatehouse probe [flags] URL      check one service once (Nagios/JSON output)
+//	gatehouse tls export-ca          print the local CA's root certificate
 //	gatehouse version                print the version
 package main
 
@@ -41,6 +42,8 @@ func run(args []string) int {
 		return cmdDemo(args[1:])
 	case "probe":
 		return cmdProbe(args[1:], os.Stdout)
+	case "tls":
+		return cmdTLS(args[1:])
 	case "version", "-version", "--version":
 		fmt.Printf("gatehouse %s (commit %s)\n", version, commit)
 		return 0
@@ -60,6 +63,8 @@ func usage() {
   gatehouse demo                   run in front of built-in demo back-ends
   gatehouse probe [flags] URL      check one service once: smtp://host:25?starttls=1,
                                    pop3s://, imaps://, https://host/owa/healthcheck.htm, tcp://…
+  gatehouse tls export-ca [-config FILE | -demo]
+                                   print the local CA's root certificate (PEM)
   gatehouse version                print the version
 `)
 }
