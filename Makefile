@@ -5,7 +5,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX   ?= /usr/local
 
-.PHONY: all build test vet fmt-check demo bench integration clean
+.PHONY: all build test vet fmt-check demo bench integration install clean
 
 all: build
 
@@ -35,6 +35,14 @@ bench: build
 # swaks, sslscan…); they also run in `make test`.
 integration:
 	$(GO) test -race -run Integration -timeout 20m ./...
+
+# install: the binary, the systemd unit and a user to run it as.
+install: build
+	install -D -m 0755 bin/gatehouse $(DESTDIR)$(PREFIX)/bin/gatehouse
+	install -D -m 0644 examples/systemd/gatehouse.service $(DESTDIR)/etc/systemd/system/gatehouse.service
+	@if [ -z "$(DESTDIR)" ] && ! id gatehouse >/dev/null 2>&1; then \
+		useradd --system --home /var/lib/gatehouse --shell /usr/sbin/nologin gatehouse; fi
+	@echo "installed; put your configuration in /etc/gatehouse/gatehouse.yaml, then: systemctl enable --now gatehouse"
 
 clean:
 	rm -rf bin .gatehouse-demo
