@@ -10,11 +10,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -266,3 +270,33 @@ func (fakeAddrs) RemoteAddr() net.Addr {
 func (fakeAddrs) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 143} }
 
 func bufioString(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// TestMain fails the package when goroutines outlive the tests: every
+// session, splice and watcher a test starts must have ended.
+func TestMain(m *testing.M) {
+	before := runtime.NumGoroutine()
+	code := m.Run()
+	if code == 0 && !fuzzing() && !settled(before, 5*time.Second) {
+		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// fuzzing reports a -fuzz run, whose engine keeps goroutines of its own.
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	w := flag.Lookup("test.fuzzworker")
+	return (f != nil && f.Value.String() != "") || (w != nil && w.Value.String() == "true")
+}
+
+// settled waits up to d for the goroutine count to fall to at most n.
+func settled(n int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); runtime.NumGoroutine() > n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}

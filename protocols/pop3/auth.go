@@ -39,6 +39,9 @@ func (s *session) auth(arg string) (*handoff, bool) {
 	switch {
 	case errors.Is(err, errCancelled):
 		return nil, s.reply("-ERR Authentication cancelled") != nil // RFC 5034 section 4
+	case errors.As(err, new(ioError)):
+		s.readFailed(errors.Unwrap(err))
+		return nil, true
 	case err != nil:
 		return nil, s.reply("-ERR "+saslText(err)) != nil
 	}
@@ -83,11 +86,11 @@ func (s *session) exchange(srv sasl.Server, resp []byte) error {
 			return err
 		}
 		if err := s.reply("+ " + base64.StdEncoding.EncodeToString(chal)); err != nil {
-			return err
+			return ioError{err}
 		}
 		line, err := s.readLine()
 		if err != nil {
-			return err
+			return ioError{err}
 		}
 		if line == "*" {
 			return errCancelled
@@ -106,11 +109,15 @@ func saslText(err error) string {
 		return "Invalid base64 in response"
 	case errors.Is(err, errAuthzid):
 		return "[AUTH] Authorization identity not supported"
-	case errors.Is(err, errLineTooLong):
-		return "Line too long"
 	}
 	return "Authentication failed: " + err.Error()
 }
+
+// ioError is a failure to talk to the client during a SASL exchange.
+type ioError struct{ err error }
+
+func (e ioError) Error() string { return e.err.Error() }
+func (e ioError) Unwrap() error { return e.err }
 
 // loginServer is the server side of the LOGIN mechanism
 // (draft-murchison-sasl-login), which go-sasl offers only as a client.

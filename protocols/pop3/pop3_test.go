@@ -308,3 +308,13 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestOverlongSASLResponseEndsTheSession(t *testing.T) {
+	addr := start(t, &Frontend{Pool: poolOf(), Config: Config{MaxLine: 100}})
+	c := greeted(t, addr)
+	c.send("AUTH PLAIN")
+	c.expect("+ ")
+	c.send(strings.Repeat("QUFB", 50))
+	c.expect("-ERR Line too long")
+	c.expectClosed()
+}
