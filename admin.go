@@ -1,13 +1,15 @@
 package gatehouse
 
 import (
-	"encoding/json"
+	stdtls "crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/tls"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -15,15 +17,30 @@ import (
 // back-ends, and each back-end's state per health check.
 type Status struct {
 	Listeners []ListenerStatus `json:"listeners"`
+	// Changes are the most recent state changes, newest first.
+	Changes []Change `json:"recent_changes"`
+}
+
+// Change is one state change of a back-end: a health check going up or
+// down, or an operator's drain, enable or disable.
+type Change struct {
+	At      time.Time `json:"at"`
+	Backend string    `json:"backend"`
+	Check   string    `json:"check,omitempty"` // empty for operator actions
+	State   string    `json:"state"`           // up, down, draining, enabled, disabled
+	Reason  string    `json:"reason,omitempty"`
 }
 
 // ListenerStatus is one listener's part of Status.
 type ListenerStatus struct {
-	Name     string          `json:"name"`
-	Protocol string          `json:"protocol"`
-	Addrs    []string        `json:"addrs"`
-	Active   int             `json:"active_sessions"`
-	Backends []BackendStatus `json:"backends"`
+	Name      string          `json:"name"`
+	Protocol  string          `json:"protocol"`
+	Addrs     []string        `json:"addrs"`
+	Active    int             `json:"active_sessions"`
+	Sessions  uint64          `json:"sessions_total"`
+	Refused   uint64          `json:"refused_total"`    // refused before routing (limits)
+	NoBackend uint64          `json:"no_backend_total"` // found no back-end able to serve
+	Backends  []BackendStatus `json:"backends"`
 }
 
 // BackendStatus is one back-end of a listener's pool.
@@ -52,6 +69,8 @@ func (s *Server) Status() Status {
 	var st Status
 	for _, l := range s.listeners {
 		ls := ListenerStatus{Name: l.cfg.Name, Protocol: l.cfg.Protocol, Addrs: l.addrs(), Active: l.server.Active()}
+		ls.Sessions, ls.Refused = l.server.Stats()
+		ls.NoBackend = l.pool.Failures()
 		for _, b := range l.pool.Backends {
 			bs := BackendStatus{
 				Name: b.Name, Addr: b.Addr, Admin: b.Admin().String(),
@@ -68,7 +87,37 @@ func (s *Server) Status() Status {
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
+	st.Changes = s.changes.list()
 	return st
+}
+
+// maxChanges is how many recent state changes the status keeps.
+const maxChanges = 50
+
+// changeLog keeps the most recent state changes.
+type changeLog struct {
+	mu      sync.Mutex
+	changes []Change // oldest first, at most maxChanges
+}
+
+func (c *changeLog) add(ch Change) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.changes) == maxChanges {
+		c.changes = append(c.changes[:0], c.changes[1:]...)
+	}
+	c.changes = append(c.changes, ch)
+}
+
+// list returns the changes, newest first.
+func (c *changeLog) list() []Change {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Change, len(c.changes))
+	for i, ch := range c.changes {
+		out[len(out)-1-i] = ch
+	}
+	return out
 }
 
 // bindAdmin binds the admin listener unless it is off.
@@ -80,6 +129,14 @@ func (s *Server) bindAdmin() error {
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	if !adminOnLoopback(s.cfg.Admin.Listen) {
+		m, err := s.adminCertificates()
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		ln = stdtls.NewListener(ln, m.ServerConfig("http/1.1"))
+	}
 	s.adminLn = ln
 	s.admin = &http.Server{Handler: s.adminMux(), ReadHeaderTimeout: 10 * time.Second}
 	return nil
@@ -88,16 +145,29 @@ func (s *Server) bindAdmin() error {
 func (s *Server) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.Handler())
-	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(s.Status())
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Status())
 	})
+	api.HandleFunc("POST /api/backends/{name}/{action}", s.handleBackendAction)
+	api.HandleFunc("POST /api/reload", s.handleReload)
+	mux.Handle("/api/", s.requireToken(api))
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// adminCertificates returns the manager of the admin listener's
+// certificate set, starting it if no listener uses it.
+func (s *Server) adminCertificates() (*tls.Manager, error) {
+	b := s.newBuilder(s.cfg, nil)
+	m, err := b.certificates(certificateSet(s.cfg, s.cfg.Admin.Certificates))
+	if err != nil {
+		return nil, err
+	}
+	b.commit()
+	return m, nil
 }

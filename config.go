@@ -39,6 +39,17 @@ type Admin struct {
 	// Listen is the admin address; "" means 127.0.0.1:9900, "off"
 	// disables the admin listener.
 	Listen string `yaml:"listen"`
+	// Token is the bearer token the admin API requires. Required (at least
+	// 16 characters) when Listen is not a loopback address; "" on loopback
+	// means no token is asked.
+	Token string `yaml:"token"`
+	// Certificates names the certificate set the admin listener serves
+	// HTTPS with when Listen is not a loopback address (it always is
+	// then); "" means the default set.
+	Certificates string `yaml:"certificates"`
+	// DisableGrace is how long a disabled back-end's live sessions may go
+	// on before they are closed; 0 means 10s.
+	DisableGrace time.Duration `yaml:"disable_grace"`
 }
 
 // Log configures logging to standard error.

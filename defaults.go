@@ -28,6 +28,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.StateDir, DefaultStateDir)
 	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
 	setDefault(&c.Admin.Listen, DefaultAdminListen)
+	setDefault(&c.Admin.DisableGrace, 10*time.Second)
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "text")
 	for i := range c.Listeners {
@@ -53,7 +54,24 @@ func needsCertificates(c *Config) bool {
 			return true
 		}
 	}
-	return len(c.HTTP.Listen) > 0
+	return len(c.HTTP.Listen) > 0 || !adminOnLoopback(c.Admin.Listen)
+}
+
+// adminOnLoopback reports whether the admin listener binds only loopback
+// (or is off): then it needs neither token nor TLS.
+func adminOnLoopback(listen string) bool {
+	if listen == "off" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return true // reported by validation
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // certificateSet returns the name of the set a listener's reference means:

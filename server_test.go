@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func startServer(t *testing.T, yaml string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(cfg, nil)
+	srv, err := NewServer(cfg, NewLogger(cfg.Log, os.Stderr))
 	if err != nil {
 		t.Fatal(err)
 	}

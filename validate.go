@@ -24,6 +24,12 @@ func validate(c *Config, d *decoder) {
 	if c.Admin.Listen != "off" {
 		checkHostPort(d, "admin.listen", c.Admin.Listen)
 	}
+	if !adminOnLoopback(c.Admin.Listen) {
+		if len(c.Admin.Token) < 16 {
+			d.problemAt("admin", "admin.listen %s is not loopback: set admin.token to a secret of at least 16 characters", c.Admin.Listen)
+		}
+		checkCertificateRef(d, c, "admin.certificates", c.Admin.Certificates)
+	}
 	for _, name := range sortedBackendNames(c.Backends) {
 		validateBackend(d, name, c.Backends[name])
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,7 +37,11 @@ type Pool struct {
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	defaultPolicy sync.Once
+	failures      atomic.Uint64 // sessions that found no back-end
 }
+
+// Failures returns how many sessions found no back-end able to take them.
+func (p *Pool) Failures() uint64 { return p.failures.Load() }
 
 // Usable returns the back-ends that may take a new session, in config order.
 func (p *Pool) Usable() []*Backend {
@@ -94,6 +99,10 @@ func (p *Pool) DialOrder(ctx context.Context, order []*Backend) (net.Conn, *Back
 		done <- result{c, b, err}
 	}()
 	r := <-done
+	if r.err != nil {
+		p.failures.Add(1)
+		noBackend.WithLabelValues(p.Name).Inc()
+	}
 	return r.conn, r.b, r.err
 }
 

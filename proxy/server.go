@@ -97,7 +97,7 @@ type Server struct {
 	Log *slog.Logger
 
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
+	listeners map[net.Listener]*serving
 	conns     map[net.Conn]struct{}
 	perIP     map[netip.Addr]int
 	wg        sync.WaitGroup
@@ -106,6 +106,8 @@ type Server struct {
 	cancel    context.CancelFunc
 	draining  chan struct{}
 	parker    *parker // nil when epoll is unavailable
+	accepted  atomic.Uint64
+	refused   atomic.Uint64
 	initOnce  sync.Once
 }
 
@@ -114,7 +116,7 @@ var ErrServerClosed = errors.New("proxy: server closed")
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		s.listeners = make(map[net.Listener]struct{})
+		s.listeners = make(map[net.Listener]*serving)
 		s.conns = make(map[net.Conn]struct{})
 		s.perIP = make(map[netip.Addr]int)
 		s.draining = make(chan struct{})
@@ -140,11 +142,12 @@ func (s *Server) log() *slog.Logger {
 // returns a non-nil error: ErrServerClosed after Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	if !s.track(ln) {
+	sv, ok := s.track(ln)
+	if !ok {
 		ln.Close()
 		return ErrServerClosed
 	}
-	defer s.untrack(ln)
+	defer s.untrack(ln, sv)
 	// MaxConns is a semaphore rather than netutil.LimitListener, whose
 	// wrapped connections would hide the *net.TCPConn that serve needs.
 	var slots chan struct{}
@@ -153,13 +156,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	var backoff time.Duration
 	for {
-		if !s.acquireSlot(slots) {
+		if !s.acquireSlot(slots, sv) {
 			return ErrServerClosed
 		}
 		conn, err := ln.Accept()
 		if err != nil {
 			releaseSlot(slots)
-			if s.closing.Load() {
+			if s.closing.Load() || released(sv) {
 				return ErrServerClosed
 			}
 			if backoff = nextBackoff(backoff); isTemporary(err) {
@@ -181,7 +184,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // acquireSlot waits for one of MaxConns slots (at once when slots is nil),
 // giving up when shutdown begins.
-func (s *Server) acquireSlot(slots chan struct{}) bool {
+func (s *Server) acquireSlot(slots chan struct{}, sv *serving) bool {
 	if slots == nil {
 		return true
 	}
@@ -189,6 +192,8 @@ func (s *Server) acquireSlot(slots chan struct{}) bool {
 	case slots <- struct{}{}:
 		return true
 	case <-s.draining:
+		return false
+	case <-sv.released:
 		return false
 	}
 }
@@ -248,6 +253,7 @@ func (s *Server) serve(raw net.Conn, slots chan struct{}) {
 	if s.trusted(peer) && !s.readHeader(conn) {
 		return
 	}
+	s.accepted.Add(1)
 	sessionsTotal.WithLabelValues(s.Name).Inc()
 	active := sessionsActive.WithLabelValues(s.Name)
 	active.Inc()
@@ -290,6 +296,7 @@ func (s *Server) release(conn *ClientConn, peer netip.Addr) {
 
 // refuse counts, logs and answers a refused connection, then closes it.
 func (s *Server) refuse(conn net.Conn, reason string) {
+	s.refused.Add(1)
 	refusedTotal.WithLabelValues(s.Name, reason).Inc()
 	s.log().Warn("connection refused", "listener", s.Name, "client", conn.RemoteAddr().String(), "reason", reason)
 	if r, ok := s.Handler.(Refuser); ok {
@@ -307,6 +314,7 @@ func (s *Server) readHeader(conn *ClientConn) bool {
 	}
 	h, err := ReadProxyHeader(conn.TCPConn, timeout)
 	if err != nil {
+		s.refused.Add(1)
 		refusedTotal.WithLabelValues(s.Name, "proxy_header").Inc()
 		s.log().Warn("PROXY header refused", "listener", s.Name, "upstream", conn.remote.String(), "err", err)
 		return false
@@ -336,20 +344,59 @@ func (s *Server) recoverSession(conn net.Conn) {
 	}
 }
 
-func (s *Server) track(ln net.Listener) bool {
+// serving is one socket a Serve loop accepts on.
+type serving struct {
+	released chan struct{} // closed by Release
+	done     chan struct{} // closed when its Serve has returned
+}
+
+func (s *Server) track(ln net.Listener) (*serving, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return false
+		return nil, false
 	}
-	s.listeners[ln] = struct{}{}
-	return true
+	sv := &serving{released: make(chan struct{}), done: make(chan struct{})}
+	s.listeners[ln] = sv
+	return sv, true
 }
 
-func (s *Server) untrack(ln net.Listener) {
+func (s *Server) untrack(ln net.Listener, sv *serving) {
 	s.mu.Lock()
 	delete(s.listeners, ln)
 	s.mu.Unlock()
+	close(sv.done)
+}
+
+// Release stops accepting on ln without closing it, and returns once
+// Serve(ln) has returned, so that another Server (a reloaded
+// configuration) can go on accepting on the same socket: the port never
+// refuses a connection. Sessions already accepted are not affected.
+func (s *Server) Release(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	sv, ok := s.listeners[ln]
+	s.mu.Unlock()
+	if !ok {
+		return errors.New("proxy: Release of a socket this server does not serve")
+	}
+	dl, ok := ln.(interface{ SetDeadline(time.Time) error })
+	if !ok {
+		return errors.New("proxy: Release needs a listener with SetDeadline")
+	}
+	close(sv.released)
+	dl.SetDeadline(time.Now()) // wakes Accept
+	<-sv.done
+	return dl.SetDeadline(time.Time{})
+}
+
+func released(sv *serving) bool {
+	select {
+	case <-sv.released:
+		return true
+	default:
+		return false
+	}
 }
 
 // Shutdown stops accepting, tells sessions the server is stopping (see
@@ -403,6 +450,12 @@ func (s *Server) stopAccepting() {
 	for ln := range s.listeners {
 		ln.Close()
 	}
+}
+
+// Stats returns how many sessions the Server has accepted and how many
+// connections it refused before routing, since it started.
+func (s *Server) Stats() (accepted, refused uint64) {
+	return s.accepted.Load(), s.refused.Load()
 }
 
 // Active returns the number of sessions being served.

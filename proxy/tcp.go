@@ -62,7 +62,6 @@ func (t *TCP) ServeConn(ctx context.Context, conn net.Conn) {
 	}
 	be, b, err := t.Pool.Dial(ctx, key)
 	if err != nil {
-		noBackend.WithLabelValues(t.Pool.Name).Inc()
 		t.log().Warn("session failed", "listener", t.Pool.Name, "client", conn.RemoteAddr().String(), "err", err)
 		return
 	}

@@ -27,7 +27,7 @@ func cmdDemo(args []string) int {
 		return 1
 	}
 	defer backends.Close()
-	return serve(cfg, func(srv *gatehouse.Server) {
+	return serve(cfg, "", func(srv *gatehouse.Server) {
 		fmt.Print(gatehouse.DemoBanner(cfg, srv))
 	})
 }

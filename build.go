@@ -1,0 +1,297 @@
+package gatehouse
+
+import (
+	"context"
+	stdtls "crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"strconv"
+
+	"github.com/gatehouse-proxy/gatehouse/health"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+	"github.com/gatehouse-proxy/gatehouse/tls"
+)
+
+// certSet is a running certificate manager and the config it runs.
+type certSet struct {
+	cfg tls.Certificates
+	m   *tls.Manager
+}
+
+// builder turns a Config into listeners, for the first start and for each
+// reload. It binds what it must and collects health checks, but changes
+// nothing the running Server uses until commit; abort undoes its work.
+type builder struct {
+	s      *Server
+	cfg    *Config
+	reuse  map[string]net.Listener // sockets of the running config, by listen address
+	taken  map[string]bool         // which of them the new config keeps
+	bound  []net.Listener          // sockets bound anew
+	checks []health.Check
+	certs  map[string]*certSet // certificate sets started anew
+}
+
+func (s *Server) newBuilder(cfg *Config, reuse map[string]net.Listener) *builder {
+	return &builder{s: s, cfg: cfg, reuse: reuse, taken: map[string]bool{}, certs: map[string]*certSet{}}
+}
+
+// build makes every listener of the config.
+func (b *builder) build() ([]*listener, error) {
+	var out []*listener
+	for i := range b.cfg.Listeners {
+		l, err := b.listener(&b.cfg.Listeners[i])
+		if err != nil {
+			b.abort()
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// commit hands the built state to the Server: certificate sets and health
+// checks. The caller swaps the listeners.
+func (b *builder) commit() {
+	for name, c := range b.certs {
+		if old, ok := b.s.certs[name]; ok {
+			old.m.Close()
+		}
+		b.s.certs[name] = c
+	}
+	for _, c := range b.checks {
+		b.s.monitor.Add(c)
+	}
+}
+
+// abort closes what build opened.
+func (b *builder) abort() {
+	for _, ln := range b.bound {
+		ln.Close()
+	}
+	for _, c := range b.certs {
+		c.m.Close()
+	}
+}
+
+// listener makes a listener's pool, frontend and proxy.Server, and its
+// sockets: kept from the running config where the address stays.
+func (b *builder) listener(lc *Listener) (*listener, error) {
+	pool, err := b.pool(lc)
+	if err != nil {
+		return nil, err
+	}
+	handler, err := b.frontend(lc, pool)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
+	trusted := make([]netip.Prefix, 0, len(lc.ProxyProtocol.Trusted))
+	for _, t := range lc.ProxyProtocol.Trusted {
+		p, _ := parsePrefix(t) // validated
+		trusted = append(trusted, p)
+	}
+	l := &listener{cfg: lc, pool: pool, server: &proxy.Server{
+		Name:     lc.Name,
+		Handler:  handler,
+		MaxConns: lc.Limits.MaxConnections,
+		MaxPerIP: lc.Limits.MaxPerIP,
+		Trusted:  trusted,
+		Log:      b.s.log,
+	}}
+	for _, addr := range lc.Listen {
+		ln, err := b.socket(addr)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		l.sockets = append(l.sockets, ln)
+	}
+	return l, nil
+}
+
+// socket returns the running socket for addr, or binds a new one. Port 0
+// always binds anew.
+func (b *builder) socket(addr string) (net.Listener, error) {
+	if ln, ok := b.reuse[addr]; ok && !b.taken[addr] {
+		b.taken[addr] = true
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	b.bound = append(b.bound, ln)
+	return ln, nil
+}
+
+// frontend returns the protocol handler of a listener.
+func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error) {
+	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
+	edge, err := b.edgeTLS(lc, nil)
+	if err != nil {
+		return nil, err
+	}
+	backend, err := lc.BackendTLS.ClientConfig("", b.s.log)
+	if err != nil {
+		return nil, err
+	}
+	return &proxy.TCP{
+		Pool:         pool,
+		Affinity:     lc.Affinity,
+		ProxyVersion: version,
+		Idle:         lc.Timeouts.Idle,
+		TLS:          edge,
+		BackendTLS:   backend,
+		Log:          b.s.log,
+	}, nil
+}
+
+// edgeTLS returns the TLS config a listener serves clients with, or nil
+// when it speaks no TLS. alpn lists the application protocols it offers.
+func (b *builder) edgeTLS(lc *Listener, alpn []string) (*stdtls.Config, error) {
+	if !lc.TLS.TLS() {
+		return nil, nil
+	}
+	m, err := b.certificates(certificateSet(b.cfg, lc.TLS.Certificates))
+	if err != nil {
+		return nil, err
+	}
+	return m.ServerConfig(alpn...), nil
+}
+
+// certificates returns the manager of a certificate set: the running one
+// when its config is unchanged, else a new one.
+func (b *builder) certificates(name string) (*tls.Manager, error) {
+	want := b.cfg.Certificates[name]
+	if c, ok := b.certs[name]; ok {
+		return c.m, nil
+	}
+	if c, ok := b.s.certs[name]; ok && reflect.DeepEqual(c.cfg, want) {
+		return c.m, nil
+	}
+	m, err := tls.NewManager(b.s.ctx, want, b.s.log.With("certificates", name))
+	if err != nil {
+		return nil, fmt.Errorf("certificates %s: %w", name, err)
+	}
+	b.certs[name] = &certSet{cfg: want, m: m}
+	return m, nil
+}
+
+// pool makes the listener's back-ends and their checks. Back-ends start in
+// the state the running config knew them in: health of a check that
+// stays, and the operator's drain or disable.
+func (b *builder) pool(lc *Listener) (*proxy.Pool, error) {
+	policy, err := proxy.NewPolicy(lc.Balance)
+	if err != nil {
+		return nil, err
+	}
+	if lc.Affinity != proxy.AffinityNone {
+		policy = &proxy.Rendezvous{Fallback: policy}
+	}
+	s := b.s
+	pool := &proxy.Pool{Name: lc.Name, Policy: policy, ConnectTimeout: lc.Timeouts.Connect}
+	pool.OnPassiveDown = func(be *proxy.Backend) {
+		s.log.Warn("back-end taken out after failed connects", "listener", lc.Name, "backend", be.Name, "addr", be.Addr)
+		s.monitor.Suspect(be.Name, lc.Name, errors.New("connects to the back-end failed"))
+	}
+	for _, name := range lc.Backends {
+		bc := b.cfg.Backends[name]
+		be := proxy.NewBackend(name, backendAddr(bc.Address, lc.Port), bc.Weight)
+		if st, ok := s.monitor.Status(name, lc.Name); ok {
+			be.SetHealthy(st.Up)
+		}
+		s.mu.Lock()
+		be.SetAdmin(s.adminStates[name])
+		s.mu.Unlock()
+		pool.Backends = append(pool.Backends, be)
+		if err := b.check(lc, be); err != nil {
+			return nil, err
+		}
+	}
+	return pool, nil
+}
+
+// backendAddr joins a back-end address with the listener's port unless it
+// names its own.
+func backendAddr(address string, port int) string {
+	if _, _, err := net.SplitHostPort(address); err == nil {
+		return address
+	}
+	return net.JoinHostPort(address, strconv.Itoa(port))
+}
+
+// check builds the listener's health check of one back-end.
+func (b *builder) check(lc *Listener, be *proxy.Backend) error {
+	h := lc.Health
+	addr := be.Addr
+	if h.Port != 0 {
+		host, _, _ := net.SplitHostPort(addr)
+		addr = net.JoinHostPort(host, strconv.Itoa(h.Port))
+	}
+	opts := probeOptions(h)
+	opts.Dial = probeDialer(lc.ProxyProtocol.Send)
+	if err := b.probeTLS(lc, be, &opts); err != nil {
+		return fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
+	probe, err := health.New(h.Probe, opts)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
+	b.checks = append(b.checks, health.Check{
+		Target: be.Name, Name: lc.Name, Addr: addr, Probe: probe,
+		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
+	})
+	return nil
+}
+
+// probeOptions maps a health config to the probe's options.
+func probeOptions(h *Health) health.Options {
+	return health.Options{
+		StartTLS:     h.StartTLS,
+		HELO:         h.HELO,
+		Path:         h.Path,
+		Host:         h.Host,
+		ExpectStatus: h.ExpectStatus,
+		ExpectBody:   h.ExpectBody,
+	}
+}
+
+// probeTLS makes a health probe speak to the back-end the way the
+// listener does: TLS from the first byte or STARTTLS, trusted the same way.
+func (b *builder) probeTLS(lc *Listener, be *proxy.Backend, o *health.Options) error {
+	host, _, _ := net.SplitHostPort(be.Addr)
+	cfg, err := lc.BackendTLS.ClientConfig(host, b.s.log)
+	if err != nil || cfg == nil {
+		return err
+	}
+	o.TLSConfig = cfg
+	mail := lc.Health.Probe == "smtp" || lc.Health.Probe == "pop3" || lc.Health.Probe == "imap"
+	switch {
+	case mail && lc.BackendTLS.Mode == tls.ModeTLS:
+		o.ImplicitTLS = true
+	case mail && lc.BackendTLS.Mode == tls.ModeStartTLS:
+		o.StartTLS = true
+	}
+	return nil
+}
+
+// probeDialer returns, for back-ends that expect a PROXY header, a dialer
+// that sends a LOCAL one so the probe is accepted; nil otherwise.
+func probeDialer(send string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	version, _ := proxy.ProxyVersion(send)
+	if version == 0 {
+		return nil
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := proxy.WriteProxyHeader(c, version, nil, nil); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+}
