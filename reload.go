@@ -111,4 +111,3 @@ func (s *Server) reloadCertificateFiles() {
 		}
 	}
 }
-

@@ -17,7 +17,7 @@ import (
 type Server struct {
 	cfg       *Config
 	certs     map[string]*certSet // certificate sets in use, by name
-	ctx       context.Context         // lives until Close: certificate upkeep
+	ctx       context.Context     // lives until Close: certificate upkeep
 	stop      context.CancelFunc
 	log       *slog.Logger
 	monitor   *health.Monitor
@@ -28,8 +28,8 @@ type Server struct {
 	changes   changeLog
 	reload    func() error // set by SetReloader
 
-	reloadMu    sync.Mutex // one Reload at a time
-	mu          sync.Mutex // guards cfg, listeners and adminStates
+	reloadMu    sync.Mutex                  // one Reload at a time
+	mu          sync.Mutex                  // guards cfg, listeners and adminStates
 	adminStates map[string]proxy.AdminState // operator states by back-end name
 }
 

@@ -44,6 +44,26 @@ type Server struct {
 	Name string
 	// Logger receives the server's log lines. nil discards them.
 	Logger *slog.Logger
+	// Users, when set, makes EWS, RPC and MAPI ask for a login as
+	// Exchange's Windows authentication does: NTLM (or Negotiate carrying
+	// NTLM) whose challenge holds only on the TCP connection that received
+	// it and whose login then covers that connection, or Basic on each
+	// request. It maps user to password (see DemoUsers). Responses to
+	// logged-in requests name the user in X-User and in the body. nil asks
+	// no login.
+	Users map[string]string
+	// FormsAuth makes /owa/ ask for a forms login (users from Users, or
+	// DemoUsers when nil), kept in a session cookie that only this server
+	// accepts. False serves the OWA page without login.
+	FormsAuth bool
+	// PingHold is how long an ActiveSync Ping is held when its body names
+	// no HeartbeatInterval; 0 means 10 seconds.
+	PingHold time.Duration
+
+	channels   []Channel
+	vconns     map[[16]byte]*vconn
+	held       int
+	sessionKey []byte
 
 	mu       sync.Mutex
 	started  bool
@@ -113,6 +133,7 @@ func (s *Server) start(ln net.Listener, useTLS bool) {
 	ts := &httptest.Server{Listener: ln, Config: &http.Server{
 		Handler:           http.HandlerFunc(s.serveHTTP),
 		ReadHeaderTimeout: 30 * time.Second,
+		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
 	}}
 	if useTLS {

@@ -60,6 +60,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.healthcheck(w, vdir)
 		return
 	}
+	if s.serveExtra(w, r) {
+		return
+	}
 	if path == "/owa" || path == "/owa/" {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if err := owaPage.Execute(w, s.Name); err != nil {
