@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -203,7 +204,7 @@ func hashRoute(p *Pool, user string) (RouteResult, error) {
 // gauge and registers conn so that disabling the back-end closes it, until
 // the returned function is called. Frontends that splice call it once
 // the back-end has accepted the login.
-func TrackSession(pool string, b *Backend, conn closer) (release func()) {
+func TrackSession(pool string, b *Backend, conn io.Closer) (release func()) {
 	untrack := b.Track(conn)
 	g := backendSessions.WithLabelValues(pool, b.Name)
 	g.Inc()
