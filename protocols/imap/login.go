@@ -42,6 +42,7 @@ func (s *session) login(tag, user, pass, mech string) (h *handoff, end bool) {
 	var denied *proxy.DeniedError
 	switch {
 	case errors.As(err, &denied):
+		s.sleep(denied.Wait) // Auth-Wait: the lookup asks for a pause before a retry
 		return nil, s.failed(log, user, mech, tag+" NO [AUTHENTICATIONFAILED] "+denied.Message, denied.Wait == 0)
 	case err != nil:
 		return nil, s.unavailable(log, tag, mech, err)
