@@ -1,0 +1,314 @@
+package https
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	stdtls "crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+)
+
+// wait bounds every read, write and dial a test makes, so that a broken
+// proxy fails a test instead of hanging it.
+const wait = 10 * time.Second
+
+// quiet is the logger of servers whose log lines a test does not read.
+var quiet = slog.New(slog.DiscardHandler)
+
+// TestMain fails the package when goroutines outlive the tests: every
+// session, body pump and back-end a test starts must have ended.
+func TestMain(m *testing.M) {
+	before := runtime.NumGoroutine()
+	code := m.Run()
+	if code == 0 && !settled(before, 10*time.Second) {
+		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// settled waits up to d for the goroutine count to fall to at most n.
+func settled(n int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// listen opens a listener on ip with a port the kernel picks, closed when
+// the test ends.
+func listen(t testing.TB, ip string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// newPool returns a pool named name over back-ends given as name=addr.
+func newPool(name string, backends ...string) *proxy.Pool {
+	p := &proxy.Pool{Name: name, ConnectTimeout: time.Second, PassiveFailures: -1}
+	for _, nb := range backends {
+		n, addr, _ := strings.Cut(nb, "=")
+		p.Backends = append(p.Backends, proxy.NewBackend(n, addr, 1))
+	}
+	return p
+}
+
+// serve runs f on a proxy.Server listening on 127.0.0.1 and returns its
+// address; the server is shut down when the test ends.
+func serve(t testing.TB, f *Frontend) string {
+	t.Helper()
+	if f.Log == nil {
+		f.Log = quiet
+	}
+	srv := &proxy.Server{Name: f.name(), Handler: f, Log: quiet}
+	ln := listen(t, "127.0.0.1")
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		deadline := time.Now().Add(wait)
+		for srv.Active() > 0 {
+			if time.Now().After(deadline) {
+				t.Errorf("%d sessions still running %v after Close", srv.Active(), wait)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// backend is a scripted back-end: each accepted connection runs handle.
+type backend struct {
+	addr     string
+	mu       sync.Mutex
+	accepted int
+	wg       sync.WaitGroup
+}
+
+// rawBackend starts a back-end on ip whose connections run handle; it
+// closes every connection and waits for the handlers when the test ends.
+func rawBackend(t testing.TB, ip string, handle func(c net.Conn, br *bufio.Reader)) *backend {
+	t.Helper()
+	ln := listen(t, ip)
+	b := &backend{addr: ln.Addr().String()}
+	var conns sync.Map
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.accepted++
+			b.mu.Unlock()
+			conns.Store(c, true)
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * wait))
+				handle(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+		b.wg.Wait()
+	})
+	return b
+}
+
+func (b *backend) connections() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.accepted
+}
+
+// httpBackend starts a back-end that answers every request with h, one
+// request after the other on each connection (keep-alive), as net/http
+// does; it is stopped when the test ends.
+func httpBackend(t testing.TB, ip string, h http.Handler) string {
+	t.Helper()
+	ln := listen(t, ip)
+	srv := &http.Server{Handler: h, ErrorLog: slog.NewLogLogger(quiet.Handler(), slog.LevelError)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// dial opens a client connection to the proxy with every operation
+// bounded by wait.
+func dial(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(wait))
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+// dialFrom is dial from a given loopback source address.
+func dialFrom(t testing.TB, src, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	d := net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, src, err)
+	}
+	c.SetDeadline(time.Now().Add(wait))
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+// send writes raw protocol text.
+func send(t testing.TB, c net.Conn, s string) {
+	t.Helper()
+	if _, err := io.WriteString(c, s); err != nil {
+		t.Fatalf("write %q: %v", s, err)
+	}
+}
+
+// rawHead reads one message head as lines, exactly as sent (CRLF removed).
+func rawHead(t testing.TB, br *bufio.Reader) []string {
+	t.Helper()
+	var lines []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading head after %q: %v", lines, err)
+		}
+		line = strings.TrimSuffix(line, "\r\n")
+		if line == "" {
+			return lines
+		}
+		lines = append(lines, line)
+	}
+}
+
+// response reads one response with net/http's parser and its whole body.
+func response(t testing.TB, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading response body: %v", err)
+	}
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+// get sends a GET on c and returns the response and body.
+func get(t testing.TB, c net.Conn, br *bufio.Reader, path string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	send(t, c, "GET "+path+" HTTP/1.1\r\nHost: mail.example.com\r\n"+strings.Join(append(headers, ""), "\r\n")+"\r\n")
+	return response(t, br, "GET")
+}
+
+// hasLine reports whether lines holds want exactly.
+func hasLine(lines []string, want string) bool {
+	for _, l := range lines {
+		if l == want {
+			return true
+		}
+	}
+	return false
+}
+
+// selfSigned makes a certificate for localhost and 127.0.0.1.
+func selfSigned(t testing.TB) stdtls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "mail.example.com"},
+		DNSNames:     []string{"localhost", "mail.example.com"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stdtls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// logBuffer collects log lines for tests that read them.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var _ = context.Background
+var _ = errors.New
