@@ -11,6 +11,8 @@ import (
 	"strconv"
 
 	"github.com/gatehouse-proxy/gatehouse/health"
+	"github.com/gatehouse-proxy/gatehouse/protocols/imap"
+	"github.com/gatehouse-proxy/gatehouse/protocols/pop3"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
@@ -136,6 +138,10 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 	if err != nil {
 		return nil, err
 	}
+	switch lc.Protocol {
+	case "pop3", "imap":
+		return b.mailLogin(lc, pool, edge, backend, version)
+	}
 	return &proxy.TCP{
 		Pool:         pool,
 		Affinity:     lc.Affinity,
@@ -144,6 +150,32 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 		TLS:          edge,
 		BackendTLS:   backend,
 		Log:          b.s.log,
+	}, nil
+}
+
+// mailLogin builds the POP3 or IMAP frontend: login at the edge, route by
+// user, splice.
+func (b *builder) mailLogin(lc *Listener, pool *proxy.Pool, edge, backend *stdtls.Config, version byte) (proxy.Handler, error) {
+	log := b.s.log // the frontends name the listener in their lines
+	router, err := proxy.NewRouter(lc.Route, pool, log)
+	if err != nil {
+		return nil, err
+	}
+	if lc.Protocol == "pop3" {
+		return &pop3.Frontend{
+			Pool: pool, Router: router,
+			EdgeTLS: edge, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
+			BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
+			ProxyVersion: version, Idle: lc.Timeouts.Idle,
+			Throttle: b.s.throttle, Log: log, Config: lc.POP3,
+		}, nil
+	}
+	return &imap.Frontend{
+		Pool: pool, Router: router,
+		EdgeTLS: edge, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
+		BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
+		ProxyVersion: version, Idle: lc.Timeouts.Idle,
+		Throttle: b.s.throttle, Log: log, Config: lc.IMAP,
 	}, nil
 }
 
@@ -170,7 +202,7 @@ func (b *builder) certificates(name string) (*tls.Manager, error) {
 	if c, ok := b.s.certs[name]; ok && reflect.DeepEqual(c.cfg, want) {
 		return c.m, nil
 	}
-	m, err := tls.NewManager(b.s.ctx, want, b.s.log.With("certificates", name))
+	m, err := tls.NewManager(b.s.ctx, want, b.s.log.With("cert_set", name))
 	if err != nil {
 		return nil, fmt.Errorf("certificates %s: %w", name, err)
 	}

@@ -3,6 +3,9 @@ package gatehouse
 import (
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/imap"
+	"github.com/gatehouse-proxy/gatehouse/protocols/pop3"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
@@ -73,8 +76,9 @@ type Backend struct {
 type Listener struct {
 	// Name identifies the listener in logs and metrics; required, unique.
 	Name string `yaml:"name"`
-	// Protocol is what the listener speaks; "tcp" (the default) relays
-	// bytes without looking at them.
+	// Protocol is what the listener speaks: "tcp" (the default) relays
+	// bytes without looking at them; "pop3" and "imap" log clients in at
+	// the edge and route them by user.
 	Protocol string `yaml:"protocol"`
 	// Listen lists "address:port" to bind, one string or a list; required.
 	Listen StringList `yaml:"listen"`
@@ -104,6 +108,14 @@ type Listener struct {
 	// BackendTLS is TLS towards the back-ends and their health checks:
 	// mode none (default), tls or starttls, and how to trust them.
 	BackendTLS tls.Backend `yaml:"backend_tls"`
+	// Route decides the back-end of a logged-in user (pop3, imap, smtp
+	// with affinity user): by hash (default), a map file, or an
+	// auth_http-style lookup.
+	Route proxy.RouteConfig `yaml:"route"`
+	// POP3 holds the options of protocol pop3.
+	POP3 pop3.Config `yaml:"pop3"`
+	// IMAP holds the options of protocol imap.
+	IMAP imap.Config `yaml:"imap"`
 }
 
 // HTTPRedirect configures the port-80 listener.

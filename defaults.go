@@ -89,12 +89,22 @@ func certificateSet(c *Config, ref string) string {
 	return DefaultCertificates
 }
 
+// defaultProbe is the health probe of each protocol's listeners: the one
+// that talks to the back-end as the protocol's clients do.
+var defaultProbe = map[string]string{"tcp": "tcp", "pop3": "pop3", "imap": "imap", "smtp": "smtp", "https": "https"}
+
 func listenerDefaults(l *Listener) {
 	setDefault(&l.Protocol, "tcp")
 	setDefault(&l.Balance, "round-robin")
 	setDefault(&l.Affinity, "none")
 	setDefault(&l.Timeouts.Connect, DefaultConnect)
 	setDefault(&l.Timeouts.Idle, DefaultIdle)
+	switch l.Protocol {
+	case "pop3", "imap":
+		l.Route.SetDefaults()
+		l.POP3.SetDefaults()
+		l.IMAP.SetDefaults()
+	}
 	if l.Port == 0 && len(l.Listen) > 0 {
 		if _, p, err := net.SplitHostPort(l.Listen[0]); err == nil {
 			l.Port, _ = strconv.Atoi(p)
@@ -104,7 +114,7 @@ func listenerDefaults(l *Listener) {
 		l.Health = &Health{}
 	}
 	h := l.Health
-	setDefault(&h.Probe, "tcp")
+	setDefault(&h.Probe, defaultProbe[l.Protocol])
 	setDefault(&h.Interval, DefaultInterval)
 	setDefault(&h.Timeout, DefaultProbeTimeout)
 	setDefault(&h.Rise, DefaultRise)

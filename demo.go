@@ -2,7 +2,11 @@ package gatehouse
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
@@ -28,6 +32,9 @@ type DemoBackends struct {
 // address. The kind comes from the listener's name: smtp, pop3, imap or
 // https.
 func StartDemoBackends(cfg *Config) (*DemoBackends, error) {
+	if err := writeDemoMap(cfg); err != nil {
+		return nil, err
+	}
 	d := &DemoBackends{}
 	for _, l := range cfg.Listeners {
 		for _, name := range l.Backends {
@@ -78,6 +85,32 @@ func (d *DemoBackends) start(kind, name, addr string) error {
 	return nil
 }
 
+// writeDemoMap writes the demo's mailbox map where its listeners look for
+// it, unless it is there already (an edit, moving a mailbox, survives
+// restarts).
+func writeDemoMap(cfg *Config) error {
+	for _, l := range cfg.Listeners {
+		if l.Route.File == "" {
+			continue
+		}
+		if _, err := os.Stat(l.Route.File); err == nil {
+			continue
+		}
+		var b strings.Builder
+		b.WriteString("# user  back-end   (edit to move a mailbox; the next login follows)\n")
+		for _, user := range slices.Sorted(maps.Keys(demoHomes)) {
+			fmt.Fprintf(&b, "%s %s\n", user, demoHomes[user])
+		}
+		if err := os.MkdirAll(filepath.Dir(l.Route.File), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(l.Route.File, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // demoMailboxes returns the mailboxes a demo back-end holds.
 func demoMailboxes(backend string) map[string][][]byte {
 	boxes := map[string][][]byte{}
@@ -124,8 +157,10 @@ func DemoBanner(cfg *Config, srv *Server) string {
 	b.WriteString(`
 Try:
   swaks --server 127.0.0.1:2525 --to alice@example.com      # the banner names demo-a or demo-b
-  curl -sk https://127.0.0.1:8443/owa/ -D - -o /dev/null     # X-Backend: names the back-end
-  curl -s pop3://127.0.0.1:1110/ -u alice:demo               # alice's mailbox (on demo-a)
+  curl -s --cacert demo-ca.pem https://localhost:8443/owa/ -D - -o /dev/null  # X-Backend: names the back-end
+  gatehouse tls export-ca -demo > demo-ca.pem                # the demo's local CA
+  curl -s --ssl-reqd --cacert demo-ca.pem pop3://localhost:1110/1 -u alice:demo          # alice's mail, on demo-a
+  curl -s --ssl-reqd --cacert demo-ca.pem 'imap://localhost:1143/INBOX;MAILINDEX=1' -u bob:demo  # bob's, on demo-b
   curl -s http://127.0.0.1:9900/api/status                   # every back-end and its health
   curl -s http://127.0.0.1:9900/metrics | grep gatehouse_
 

@@ -26,7 +26,8 @@ type Server struct {
 	adminLn   net.Listener
 	wg        sync.WaitGroup
 	changes   changeLog
-	reload    func() error // set by SetReloader
+	reload    func() error    // set by SetReloader
+	throttle  *proxy.Throttle // failed logins, shared by every frontend
 
 	reloadMu    sync.Mutex                  // one Reload at a time
 	mu          sync.Mutex                  // guards cfg, listeners and adminStates
@@ -66,7 +67,7 @@ func NewServer(cfg *Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log, certs: map[string]*certSet{}, adminStates: map[string]proxy.AdminState{}}
+	s := &Server{cfg: cfg, log: log, certs: map[string]*certSet{}, adminStates: map[string]proxy.AdminState{}, throttle: &proxy.Throttle{}}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.monitor = health.NewMonitor(log, s.onHealthChange)
 	b := s.newBuilder(cfg, nil)

@@ -14,7 +14,7 @@ import (
 )
 
 // Protocols are the listener protocols this build serves.
-var Protocols = []string{"tcp"}
+var Protocols = []string{"tcp", "pop3", "imap"}
 
 // validate checks what decoding cannot: required fields, references
 // between sections, ports used twice, and values from closed sets.
@@ -92,6 +92,7 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 	validateHealth(d, l.Health, path+".health")
 	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
 	validateTLS(d, c, l, path)
+	validateProtocol(d, l, path)
 	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
 		d.problemAt(path+".limits", "limits must not be negative")
 	}
@@ -165,6 +166,26 @@ func validateTLS(d *decoder, c *Config, l *Listener, path string) {
 	if l.Protocol == "tcp" && (l.TLS.Mode == tls.ModeStartTLS || l.BackendTLS.Mode == tls.ModeStartTLS) {
 		d.problemAt(path+".tls", "protocol tcp does not read the stream, so it cannot do STARTTLS: use implicit/tls or a mail protocol")
 	}
+}
+
+// validateProtocol checks the options of the listener's protocol, and
+// that options of another protocol are not set.
+func validateProtocol(d *decoder, l *Listener, path string) {
+	check := func(key string, used bool, v interface{ Validate() error }) {
+		if _, set := d.nodes[path+"."+key]; set && !used {
+			d.problemAt(path+"."+key, "%s: options of another protocol on a %s listener", key, l.Protocol)
+			return
+		}
+		if used {
+			if err := v.Validate(); err != nil {
+				d.problemAt(path+"."+key, "%s: %v", key, err)
+			}
+		}
+	}
+	mailLogin := l.Protocol == "pop3" || l.Protocol == "imap"
+	check("route", mailLogin, &l.Route)
+	check("pop3", l.Protocol == "pop3", &l.POP3)
+	check("imap", l.Protocol == "imap", &l.IMAP)
 }
 
 // checkCertificateRef reports a reference to a certificate set that does

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 )
@@ -154,4 +155,20 @@ func logger(log *slog.Logger) *slog.Logger {
 		return slog.Default()
 	}
 	return log
+}
+
+// ForAddr returns cfg with ServerName set to the host of addr ("host:port")
+// when cfg names none, so that one back-end TLS config serves every
+// back-end of a pool; cfg itself when it names one, or is nil.
+func ForAddr(cfg *stdtls.Config, addr string) *stdtls.Config {
+	if cfg == nil || cfg.ServerName != "" {
+		return cfg
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	c := cfg.Clone()
+	c.ServerName = host
+	return c
 }

@@ -22,6 +22,7 @@ const (
 
 // leg is gatehouse's conversation, as an IMAP client, with one back-end.
 type leg struct {
+	tls  *stdtls.Config // the back-end TLS config, with this back-end's name
 	conn net.Conn
 	r    *bufio.Reader
 	name string
@@ -36,7 +37,7 @@ func (s *session) dialLogin(res proxy.RouteResult, user, pass string) (*handoff,
 		return nil, err
 	}
 	conn.SetDeadline(time.Now().Add(s.cfg.LoginTimeout))
-	l := &leg{conn: conn, name: b.Name}
+	l := &leg{conn: conn, name: b.Name, tls: tls.ForAddr(s.f.BackendTLS, b.Addr)}
 	ok, err := s.backendLogin(l, user, pass)
 	if err != nil {
 		l.conn.Close()
@@ -56,7 +57,7 @@ func (s *session) backendLogin(l *leg, user, pass string) ([]string, error) {
 		}
 	}
 	if f.BackendTLSMode == TLSBackend {
-		tc := stdtls.Client(l.conn, f.BackendTLS)
+		tc := stdtls.Client(l.conn, l.tls)
 		if err := tc.Handshake(); err != nil {
 			return nil, fmt.Errorf("tls to %s: %w", l.name, err)
 		}
@@ -67,7 +68,7 @@ func (s *session) backendLogin(l *leg, user, pass string) ([]string, error) {
 		return nil, err
 	}
 	if f.BackendTLSMode == TLSStartTLS {
-		if err := l.startTLS(f.BackendTLS); err != nil {
+		if err := l.startTLS(l.tls); err != nil {
 			return nil, err
 		}
 	}

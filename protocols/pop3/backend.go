@@ -19,6 +19,7 @@ const maxBackendLine = 4096
 
 // leg is gatehouse's conversation, as a POP3 client, with one back-end.
 type leg struct {
+	tls  *stdtls.Config // the back-end TLS config, with this back-end's name
 	conn net.Conn
 	r    *bufio.Reader
 	name string
@@ -32,7 +33,7 @@ func (s *session) dialLogin(res proxy.RouteResult, user, pass string) (*handoff,
 		return nil, err
 	}
 	conn.SetDeadline(time.Now().Add(s.cfg.LoginTimeout))
-	l := &leg{conn: conn, name: b.Name}
+	l := &leg{conn: conn, name: b.Name, tls: tls.ForAddr(s.f.BackendTLS, b.Addr)}
 	ok, err := s.backendLogin(l, user, pass)
 	if err != nil {
 		l.conn.Close()
@@ -51,7 +52,7 @@ func (s *session) backendLogin(l *leg, user, pass string) (ok string, err error)
 		}
 	}
 	if f.BackendTLSMode == TLSBackend {
-		tc := stdtls.Client(l.conn, f.BackendTLS)
+		tc := stdtls.Client(l.conn, l.tls)
 		if err := tc.Handshake(); err != nil {
 			return "", fmt.Errorf("tls to %s: %w", l.name, err)
 		}
@@ -62,7 +63,7 @@ func (s *session) backendLogin(l *leg, user, pass string) (ok string, err error)
 		return "", err
 	}
 	if f.BackendTLSMode == TLSStartTLS {
-		if err := l.startTLS(f.BackendTLS); err != nil {
+		if err := l.startTLS(l.tls); err != nil {
 			return "", err
 		}
 	}
