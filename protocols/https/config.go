@@ -218,17 +218,17 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for _, name := range sortedKeys(c.Services) {
-		if err := c.Services[name].validate(name); err != nil {
+		if !slices.Contains(ServiceNames, name) {
+			return fmt.Errorf("services.%s: unknown service (want one of %s)", name, strings.Join(ServiceNames, ", "))
+		}
+		if err := c.Services[name].validate(); err != nil {
 			return fmt.Errorf("services.%s.%w", name, err)
 		}
 	}
 	return c.validateSNI()
 }
 
-func (s Service) validate(name string) error {
-	if !slices.Contains(ServiceNames, name) {
-		return fmt.Errorf("%s: unknown service (want one of %s)", name, strings.Join(ServiceNames, ", "))
-	}
+func (s Service) validate() error {
 	if s.Affinity != "" && !slices.Contains(affinities, s.Affinity) {
 		return fmt.Errorf("affinity: %q: want one of %s", s.Affinity, strings.Join(affinities, ", "))
 	}

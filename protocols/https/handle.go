@@ -294,6 +294,12 @@ func levelFor(x outcome) slog.Level {
 // answer writes a response of gatehouse's own: a short text body, and
 // Connection: close when closing.
 func (s *session) answer(r *request, status int, reason, text string, closing bool) {
+	if !s.aborted.Load() {
+		// A timeout may be why gatehouse answers: give the answer its own
+		// time to be written.
+		s.clk.setHard(time.Time{})
+		s.clk.touch()
+	}
 	text += "\n"
 	s.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + reason + "\r\n")
 	s.bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(text)) + "\r\n")
