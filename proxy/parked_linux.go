@@ -46,6 +46,7 @@ type parkedLeg struct {
 	src, dst *net.TCPConn
 	rc       syscall.RawConn
 	id       uint64
+	added    bool // src is in the parker's epoll instance
 	n        atomic.Int64
 	ended    atomic.Bool
 }
@@ -61,7 +62,6 @@ func (p *parker) splice(ctx context.Context, client, backend *net.TCPConn, idle 
 	}
 	down, err := s.newLeg(backend, client)
 	if err != nil {
-		up.unregister()
 		return nil, err
 	}
 	s.legs = [2]*parkedLeg{up, down}
@@ -80,12 +80,7 @@ func (s *parkedSplice) newLeg(src, dst *net.TCPConn) (*parkedLeg, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &parkedLeg{s: s, src: src, dst: dst, rc: rc}
-	var rerr error
-	if err := rc.Control(func(fd uintptr) { l.id, rerr = s.p.register(int(fd)) }); err != nil {
-		return nil, err
-	}
-	return l, rerr
+	return &parkedLeg{s: s, src: src, dst: dst, rc: rc, id: s.p.newID()}, nil
 }
 
 // resume moves whatever is queued on src, then parks src again. It runs on
@@ -187,7 +182,11 @@ func (l *parkedLeg) peek() (queued int, eof bool, err error) {
 // parked entry, or is seen here; exactly one of the two ends the leg.
 func (l *parkedLeg) park() {
 	var perr error
-	if err := l.rc.Control(func(fd uintptr) { perr = l.s.p.park(int(fd), l.id, l.resume) }); err != nil {
+	// Set before arming: once armed, the next resume may run at once on
+	// another goroutine.
+	added := l.added
+	l.added = true
+	if err := l.rc.Control(func(fd uintptr) { perr = l.s.p.park(int(fd), l.id, added, l.resume) }); err != nil {
 		perr = err
 	}
 	if perr != nil {
@@ -208,10 +207,6 @@ func (l *parkedLeg) end() {
 	if l.s.remaining.Add(-1) == 0 {
 		l.s.finish()
 	}
-}
-
-func (l *parkedLeg) unregister() {
-	l.rc.Control(func(fd uintptr) { l.s.p.unregister(int(fd)) })
 }
 
 // checkIdle ends the session when no byte moved for the idle time, else
@@ -258,9 +253,6 @@ func (s *parkedSplice) finish() {
 		s.timer.Stop()
 	}
 	s.stopCtx()
-	for _, l := range s.legs {
-		l.unregister()
-	}
 	s.mu.Lock()
 	err := s.err
 	s.mu.Unlock()

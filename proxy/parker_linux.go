@@ -15,7 +15,8 @@ import (
 //
 // The sockets stay registered with Go's own poller too; epoll allows one
 // file in several instances. Registrations here are one-shot: each event
-// disarms its socket until it is parked again.
+// disarms its socket until it is parked again. Events carry an id, not the
+// descriptor, so an event for a session that has ended finds nothing.
 type parker struct {
 	epfd int
 	wake int // eventfd that ends run
@@ -49,23 +50,20 @@ func newParker() (*parker, error) {
 	return p, nil
 }
 
-// register adds fd to the epoll instance, disarmed, and returns its id.
-func (p *parker) register(fd int) (uint64, error) {
+// newID returns an id for a socket that may be parked.
+func (p *parker) newID() uint64 {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	id := p.nextID
 	p.nextID++
-	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT}
-	setID(&ev, id)
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		return 0, fmt.Errorf("epoll_ctl add: %w", err)
-	}
-	return id, nil
+	return id
 }
 
-// park arms fd (registered as id) and calls resume on a new goroutine once
-// it is readable, hung up or in error.
-func (p *parker) park(fd int, id uint64, resume func()) error {
+// park arms fd (as id) and calls resume on a new goroutine once it is
+// readable, hung up or in error. The first park of a socket adds it to the
+// epoll instance (added says whether it is there already); the kernel
+// removes it when the socket closes, so it is never deleted by hand.
+func (p *parker) park(fd int, id uint64, added bool, resume func()) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -75,9 +73,13 @@ func (p *parker) park(fd int, id uint64, resume func()) error {
 	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setID(&ev, id)
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+	op := unix.EPOLL_CTL_ADD
+	if added {
+		op = unix.EPOLL_CTL_MOD
+	}
+	if err := unix.EpollCtl(p.epfd, op, fd, &ev); err != nil {
 		p.unpark(id)
-		return fmt.Errorf("epoll_ctl mod: %w", err)
+		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return nil
 }
@@ -90,11 +92,6 @@ func (p *parker) unpark(id uint64) bool {
 	_, ok := p.waiting[id]
 	delete(p.waiting, id)
 	return ok
-}
-
-// unregister removes fd from the epoll instance (before the socket closes).
-func (p *parker) unregister(fd int) {
-	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
 var errParkerClosed = fmt.Errorf("parker closed")

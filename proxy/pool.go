@@ -82,28 +82,13 @@ func (p *Pool) Dial(ctx context.Context, key string) (net.Conn, *Backend, error)
 
 // DialOrder is Dial over an order the caller already chose (for example a
 // routing table's mapped back-end alone).
-//
-// The dialing runs on a short-lived goroutine: connecting takes a deep
-// stack, and a session goroutine that grew one would keep it for as long
-// as the session idles. Sessions that idle for an hour (IMAP IDLE,
-// ActiveSync) make that the largest cost of a connection.
 func (p *Pool) DialOrder(ctx context.Context, order []*Backend) (net.Conn, *Backend, error) {
-	type result struct {
-		conn net.Conn
-		b    *Backend
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, b, err := p.dialInOrder(ctx, order)
-		done <- result{c, b, err}
-	}()
-	r := <-done
-	if r.err != nil {
+	conn, b, err := p.dialInOrder(ctx, order)
+	if err != nil {
 		p.failures.Add(1)
 		noBackend.WithLabelValues(p.Name).Inc()
 	}
-	return r.conn, r.b, r.err
+	return conn, b, err
 }
 
 func (p *Pool) dialInOrder(ctx context.Context, order []*Backend) (net.Conn, *Backend, error) {
