@@ -60,7 +60,7 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, user string) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/rpc")
 		w.Header().Set("Content-Length", "20")
-		w.Write(rtsPDU(0x40, 0)) // RTS_FLAG_ECHO
+		w.Write(rtsPDU(0x40)) // RTS_FLAG_ECHO
 		return
 	}
 	ch, err := readFirstPDU(r)
@@ -133,8 +133,8 @@ func (s *Server) outChannel(w http.ResponseWriter, r *http.Request, v *vconn) {
 	w.Header().Set("Content-Type", "application/rpc")
 	w.Header().Set("Content-Length", strconv.Itoa(outChannelLength))
 	w.WriteHeader(http.StatusOK)
-	w.Write(rtsPDU(0, 28-20)) // CONN/A3 stand-in
-	w.Write(rtsPDU(0, 44-20)) // CONN/C2 stand-in
+	w.Write(connA3())
+	w.Write(connC2())
 	rc := http.NewResponseController(w)
 	rc.Flush()
 	v.mu.Lock()
@@ -173,12 +173,30 @@ func (s *Server) inChannel(r *http.Request, v *vconn) {
 	}
 }
 
-// rtsPDU builds an RTS PDU with the given flags and padding bytes after
-// the 20-byte header.
-func rtsPDU(flags uint16, pad int) []byte {
-	p := make([]byte, 20+pad)
-	copy(p, []byte{5, 0, 20, 3, 0x10, 0, 0, 0})
+// rtsPDU builds an RTS PDU ([MS-RPCH] 2.2.3.6.1) with the given flags and
+// commands (each a u32 type and its payload).
+func rtsPDU(flags uint16, cmds ...[]byte) []byte {
+	p := []byte{5, 0, 20, 3, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	p = binary.LittleEndian.AppendUint16(p, flags)
+	p = binary.LittleEndian.AppendUint16(p, uint16(len(cmds)))
+	for _, c := range cmds {
+		p = append(p, c...)
+	}
 	binary.LittleEndian.PutUint16(p[8:], uint16(len(p)))
-	binary.LittleEndian.PutUint16(p[16:], flags)
 	return p
+}
+
+// rtsCommand is a command with a u32 payload.
+func rtsCommand(typ, value uint32) []byte {
+	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, typ), value)
+}
+
+// connA3 is the first PDU of the OUT channel response ([MS-RPCH] 2.2.4.4):
+// ConnectionTimeout, 28 bytes.
+func connA3() []byte { return rtsPDU(0, rtsCommand(2, 120000)) }
+
+// connC2 tells the client the virtual connection is up ([MS-RPCH]
+// 2.2.4.9): Version, ReceiveWindowSize, ConnectionTimeout, 44 bytes.
+func connC2() []byte {
+	return rtsPDU(0, rtsCommand(6, 1), rtsCommand(0, 65536), rtsCommand(2, 120000))
 }
