@@ -1,0 +1,338 @@
+package gatehouse
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The status page at the admin listener's "/": one row per back-end, one
+// column per listener (that listener's check of the back-end), the
+// listeners' session and error rates, and the recent state changes.
+//
+// Invariants:
+//   - everything on it comes from Status, which holds no token, password or
+//     key; html/template escapes every value (a back-end's error text is
+//     the back-end's to choose, so it is hostile until escaped);
+//   - the page carries no script, and its Content-Security-Policy forbids
+//     any, so an escaping slip still cannot run code;
+//   - the rate sampler's goroutine is counted in Server.wg and ends with
+//     Server.ctx, so it never outlives Close.
+
+//go:embed web/status.html
+var webFiles embed.FS
+
+var statusTemplate = template.Must(template.ParseFS(webFiles, "web/status.html"))
+
+// Refresh intervals of the status page, in seconds; ?refresh=N picks
+// another within the bounds.
+const (
+	defaultRefresh = 5
+	maxRefresh     = 3600
+)
+
+// sampleEvery is how often the status page samples the listeners' counters
+// to compute rates.
+const sampleEvery = 5 * time.Second
+
+// statusPage serves the status page of one Server.
+type statusPage struct {
+	srv     *Server
+	sampler *rateSampler
+}
+
+// statusHandler returns the handler of the status page. Its rate sampler
+// waits, parked, until the first request and stops when the server closes.
+// It must be called while the server is built (before Close can run).
+func (s *Server) statusHandler() http.Handler {
+	p := &statusPage{srv: s, sampler: newRateSampler(s.listenerCounters, sampleEvery)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		p.sampler.run(s.ctx)
+	}()
+	return p
+}
+
+// listenerCounters reads every listener's session counters.
+func (s *Server) listenerCounters() map[string]counters {
+	m := map[string]counters{}
+	for _, l := range s.snapshot() {
+		accepted, refused := l.server.Stats()
+		m[l.cfg.Name] = counters{sessions: accepted, refused: refused, noBackend: l.pool.Failures()}
+	}
+	return m
+}
+
+// ServeHTTP renders the page; ?refresh=N sets the refresh interval.
+func (p *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.sampler.start()
+	now := time.Now()
+	data := buildPage(p.srv.Status(), p.sampler.rates(), now)
+	data.Refresh = refreshSeconds(r.URL.Query().Get("refresh"))
+	var buf bytes.Buffer
+	if err := statusTemplate.Execute(&buf, data); err != nil {
+		p.srv.log.Error("status page", "err", err)
+		http.Error(w, "status page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	w.Write(buf.Bytes())
+}
+
+// refreshSeconds parses the refresh query parameter: whole seconds from 1
+// to maxRefresh; anything else means defaultRefresh.
+func refreshSeconds(q string) int {
+	n, err := strconv.Atoi(q)
+	if err != nil || n < 1 || n > maxRefresh {
+		return defaultRefresh
+	}
+	return n
+}
+
+// pageData is what web/status.html renders.
+type pageData struct {
+	Generated string
+	Refresh   int
+	Listeners []pageListener
+	Backends  []pageBackend
+	Changes   []pageChange
+}
+
+// pageListener is one listener's summary and the head of its column.
+type pageListener struct {
+	Name, Protocol, Addrs        string
+	Active                       int
+	Sessions, Refused, NoBackend uint64
+	Rate, ErrorRate              string // "–" until two samples exist
+}
+
+// pageBackend is one row: a back-end and its cell per listener.
+type pageBackend struct {
+	Name   string
+	Active int64
+	Cells  []pageCell // in the order of pageData.Listeners
+}
+
+// pageCell is one listener's view of one back-end.
+type pageCell struct {
+	Listener string
+	State    string // up, down, pending, draining, disabled; "" when not in the pool
+	Check    string // the check's verdict when State is an operator's
+	Latency  string
+	Title    string // details on hover, the last error among them
+}
+
+// pageChange is one row of the recent changes.
+type pageChange struct {
+	At, AtFull, Backend, Check, State, Reason string
+}
+
+// buildPage turns a Status into what the template shows.
+func buildPage(st Status, rates map[string]rate, now time.Time) pageData {
+	d := pageData{Generated: now.Format("2006-01-02 15:04:05 MST")}
+	rows := map[string]*pageBackend{}
+	for i, l := range st.Listeners {
+		d.Listeners = append(d.Listeners, listenerSummary(l, rates[l.Name]))
+		for _, b := range l.Backends {
+			row := rows[b.Name]
+			if row == nil {
+				row = &pageBackend{Name: b.Name, Cells: make([]pageCell, len(st.Listeners))}
+				rows[b.Name] = row
+			}
+			row.Active += b.Active
+			row.Cells[i] = backendCell(b, now)
+		}
+	}
+	for _, row := range rows {
+		for i, l := range d.Listeners {
+			row.Cells[i].Listener = l.Name
+		}
+		d.Backends = append(d.Backends, *row)
+	}
+	sort.Slice(d.Backends, func(i, j int) bool { return d.Backends[i].Name < d.Backends[j].Name })
+	for _, c := range st.Changes {
+		d.Changes = append(d.Changes, pageChange{
+			At: shortTime(c.At, now), AtFull: c.At.Format(time.RFC3339),
+			Backend: c.Backend, Check: c.Check, State: c.State, Reason: c.Reason,
+		})
+	}
+	return d
+}
+
+func listenerSummary(l ListenerStatus, r rate) pageListener {
+	pl := pageListener{
+		Name: l.Name, Protocol: l.Protocol, Addrs: strings.Join(l.Addrs, " "),
+		Active: l.Active, Sessions: l.Sessions, Refused: l.Refused, NoBackend: l.NoBackend,
+		Rate: "–", ErrorRate: "–",
+	}
+	if r.ok {
+		pl.Rate = fmt.Sprintf("%.1f/s", r.sessions)
+		pl.ErrorRate = "0 %"
+		if r.attempts > 0 {
+			pl.ErrorRate = fmt.Sprintf("%.1f %%", 100*r.errors/r.attempts)
+		}
+	}
+	return pl
+}
+
+// backendCell describes a back-end as one listener sees it: the
+// operator's state first, else the check's verdict.
+func backendCell(b BackendStatus, now time.Time) pageCell {
+	c := pageCell{State: "pending", Check: "pending"}
+	details := []string{"address " + b.Addr}
+	if len(b.Checks) > 0 {
+		chk := b.Checks[0]
+		c.State, c.Latency, details = checkCell(chk, now, details)
+		c.Check = "check " + c.State
+	}
+	if b.Admin == "draining" || b.Admin == "disabled" {
+		c.State = b.Admin
+		details = append(details, "operator: "+b.Admin)
+	} else {
+		c.Check = ""
+	}
+	c.Title = strings.Join(details, "\n")
+	return c
+}
+
+// checkCell gives a check's state word, its latency and the details of
+// its last probe.
+func checkCell(chk CheckStatus, now time.Time, details []string) (state, latency string, _ []string) {
+	if chk.LastProbe.IsZero() {
+		return "pending", "", append(details, "not probed yet")
+	}
+	state = "down"
+	if chk.Up {
+		state = "up"
+	}
+	details = append(details,
+		fmt.Sprintf("last probe %s (%s ago)", chk.LastProbe.Format("15:04:05"), now.Sub(chk.LastProbe).Round(time.Second)),
+		fmt.Sprintf("%s since %s", state, chk.Since.Format("2006-01-02 15:04:05")))
+	if chk.LastError != "" {
+		details = append(details, "last error: "+chk.LastError)
+	}
+	return state, formatLatency(chk.LatencyMS), details
+}
+
+func formatLatency(ms float64) string {
+	if ms < 10 {
+		return fmt.Sprintf("%.1f ms", ms)
+	}
+	return fmt.Sprintf("%.0f ms", ms)
+}
+
+// shortTime writes t as a clock time, with the date when it is not today.
+func shortTime(t, now time.Time) string {
+	if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("Jan 2 15:04:05")
+}
+
+// counters are one listener's cumulative session counts.
+type counters struct {
+	sessions, refused, noBackend uint64
+}
+
+// sample is every listener's counters at one moment.
+type sample struct {
+	at     time.Time
+	counts map[string]counters
+}
+
+// rate is one listener's rates between the last two samples.
+type rate struct {
+	ok       bool    // two comparable samples exist
+	sessions float64 // accepted sessions per second
+	errors   float64 // refused and no-back-end sessions in the interval
+	attempts float64 // accepted and refused connections in the interval
+}
+
+// rateSampler samples counters every interval, once started, and keeps
+// the last two samples.
+type rateSampler struct {
+	read    func() map[string]counters
+	every   time.Duration
+	wake    chan struct{}
+	started sync.Once
+
+	mu         sync.Mutex
+	prev, last sample
+}
+
+func newRateSampler(read func() map[string]counters, every time.Duration) *rateSampler {
+	return &rateSampler{read: read, every: every, wake: make(chan struct{})}
+}
+
+// start wakes the sampler; calls after the first do nothing.
+func (r *rateSampler) start() {
+	r.started.Do(func() { close(r.wake) })
+}
+
+// run waits for start, then samples until ctx is done.
+func (r *rateSampler) run(ctx context.Context) {
+	select {
+	case <-r.wake:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		r.record(sample{at: time.Now(), counts: r.read()})
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *rateSampler) record(s sample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.prev, r.last = r.last, s
+}
+
+// rates compares the last two samples. A listener missing from the
+// earlier one, or whose counters went back (a reload replaced it), has no
+// rate yet.
+func (r *rateSampler) rates() map[string]rate {
+	r.mu.Lock()
+	prev, last := r.prev, r.last
+	r.mu.Unlock()
+	out := map[string]rate{}
+	secs := last.at.Sub(prev.at).Seconds()
+	if prev.at.IsZero() || secs <= 0 {
+		return out
+	}
+	for name, now := range last.counts {
+		was, ok := prev.counts[name]
+		if !ok || now.sessions < was.sessions || now.refused < was.refused || now.noBackend < was.noBackend {
+			continue
+		}
+		accepted := float64(now.sessions - was.sessions)
+		refused := float64(now.refused - was.refused)
+		out[name] = rate{
+			ok:       true,
+			sessions: accepted / secs,
+			errors:   refused + float64(now.noBackend-was.noBackend),
+			attempts: accepted + refused,
+		}
+	}
+	return out
+}
