@@ -67,7 +67,7 @@ type CheckStatus struct {
 // Status returns a snapshot of every listener and back-end.
 func (s *Server) Status() Status {
 	var st Status
-	for _, l := range s.listeners {
+	for _, l := range s.snapshot() {
 		ls := ListenerStatus{Name: l.cfg.Name, Protocol: l.cfg.Protocol, Addrs: l.addrs(), Active: l.server.Active()}
 		ls.Sessions, ls.Refused = l.server.Stats()
 		ls.NoBackend = l.pool.Failures()

@@ -119,13 +119,18 @@ func (b *builder) socket(addr string) (net.Listener, error) {
 		b.taken[addr] = true
 		return ln, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := clientListenConfig.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	b.bound = append(b.bound, ln)
 	return ln, nil
 }
+
+// clientListenConfig leaves TCP keep-alive off on client connections (as
+// HAProxy and nginx do): the idle timeout ends dead sessions, and each
+// keep-alive option costs a system call per connection.
+var clientListenConfig = net.ListenConfig{KeepAlive: -1}
 
 // frontend returns the protocol handler of a listener.
 func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error) {

@@ -76,8 +76,10 @@ func NewServer(cfg *Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	s.mu.Lock()
+	s.listeners = listeners // before commit starts the checks, whose callback reads it
+	s.mu.Unlock()
 	b.commit()
-	s.listeners = listeners
 	if err := s.bindAdmin(); err != nil {
 		s.Close()
 		return nil, err

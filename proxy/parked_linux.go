@@ -92,33 +92,71 @@ func (s *parkedSplice) newLeg(src, dst *net.TCPConn) (*parkedLeg, error) {
 // rest of what is queued without copying it through user space.
 func (l *parkedLeg) resume() {
 	defer l.s.recoverLeg(l)
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
 	for {
 		if l.s.aborted.Load() {
 			l.end()
 			return
 		}
-		n, err := l.read(*bp)
+		err := l.burst()
 		switch {
+		case errors.Is(err, syscall.EAGAIN) && l.waitWarm():
+			continue
 		case errors.Is(err, syscall.EAGAIN):
 			l.park()
+			return
+		case errors.Is(err, io.EOF):
+			closeWrite(l.dst)
+			l.end()
 			return
 		case err != nil:
 			l.s.abort(err) // the other direction cannot go on either
 			l.end()
 			return
-		case n == 0:
-			closeWrite(l.dst)
-			l.end()
-			return
-		}
-		if err := l.forward((*bp)[:n], n == len(*bp)); err != nil {
-			l.s.abort(err)
-			l.end()
-			return
 		}
 	}
+}
+
+// burst moves what is queued on src now. It holds a pooled buffer only
+// while it runs, never while the direction waits.
+func (l *parkedLeg) burst() error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for {
+		n, err := l.read(*bp)
+		switch {
+		case err != nil:
+			return err
+		case n == 0:
+			return io.EOF
+		}
+		if err := l.forward((*bp)[:n], n == len(*bp)); err != nil {
+			return err
+		}
+	}
+}
+
+// warmWait is how long a direction that just moved bytes waits for more
+// in the runtime's own poller before it parks. Most exchanges (a reply, a
+// close) come within it, and waiting there costs no epoll registration;
+// kept short so that few goroutines wait at any time.
+const warmWait = 50 * time.Millisecond
+
+// waitWarm waits up to warmWait for src to become readable; it reports
+// whether it did (false: park it).
+func (l *parkedLeg) waitWarm() bool {
+	l.src.SetReadDeadline(time.Now().Add(warmWait))
+	waited := false
+	err := l.rc.Read(func(uintptr) bool {
+		if waited {
+			return true
+		}
+		waited = true
+		return false // wait for readability, then come back
+	})
+	if !l.s.aborted.Load() { // an abort's deadline must stay
+		l.src.SetReadDeadline(time.Time{})
+	}
+	return err == nil
 }
 
 // read reads what is queued on src without waiting: EAGAIN when nothing.

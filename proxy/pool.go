@@ -10,6 +10,11 @@ import (
 	"time"
 )
 
+// backendDialer leaves TCP keep-alive off, as HAProxy and nginx do: the
+// idle timeout ends dead sessions, and each keep-alive option would cost a
+// system call on every connection.
+var backendDialer = &net.Dialer{KeepAlive: -1}
+
 // ErrNoBackend is returned by Pool.Dial when no back-end could be reached.
 var ErrNoBackend = errors.New("no back-end available")
 
@@ -120,7 +125,7 @@ func (p *Pool) dialOne(ctx context.Context, b *Backend) (net.Conn, error) {
 	defer cancel()
 	dial := p.Dialer
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		dial = backendDialer.DialContext
 	}
 	conn, err := dial(dctx, "tcp", b.Addr)
 	if err != nil {
