@@ -26,17 +26,17 @@ func (s *session) serveACME(r *request) bool {
 	req.RemoteAddr = s.raw.RemoteAddr().String()
 	w := &recorder{header: http.Header{}, status: 200}
 	h.ServeHTTP(w, req)
-	s.bw.WriteString("HTTP/1.1 " + strconv.Itoa(w.status) + " " + http.StatusText(w.status) + "\r\n")
+	s.wr().WriteString("HTTP/1.1 " + strconv.Itoa(w.status) + " " + http.StatusText(w.status) + "\r\n")
 	w.header.Del("Content-Length")
 	w.header.Del("Connection")
-	w.header.Write(s.bw)
-	s.bw.WriteString("Content-Length: " + strconv.Itoa(w.body.Len()) + "\r\n")
+	w.header.Write(s.wr())
+	s.wr().WriteString("Content-Length: " + strconv.Itoa(w.body.Len()) + "\r\n")
 	s.connectionHeader(r, !r.close, false)
-	s.bw.WriteString("\r\n")
+	s.wr().WriteString("\r\n")
 	if string(r.method) != "HEAD" {
-		s.bw.Write(w.body.Bytes())
+		s.wr().Write(w.body.Bytes())
 	}
-	s.bw.Flush()
+	s.wr().Flush()
 	s.record(r, outcome{status: w.status, keep: !r.close}, time.Now())
 	return true
 }

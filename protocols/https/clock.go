@@ -146,3 +146,29 @@ func alive(c net.Conn) bool {
 	})
 	return err == nil && ok
 }
+
+// waitReadable parks until the socket has bytes or its end queued, under
+// the clock's deadlines, without reading anything and so without holding a
+// buffer. It returns at once for connections that are not sockets.
+func (t *timedConn) waitReadable() error {
+	sc, ok := t.Conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		arm(&t.armedR, t.c.deadline(), t.Conn.SetReadDeadline)
+		err := rc.Read(func(fd uintptr) bool {
+			var b [1]byte
+			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return !errors.Is(err, syscall.EAGAIN)
+		})
+		if err == nil || !isTimeout(err) || t.c.expired() {
+			return err
+		}
+		t.armedR = 0
+	}
+}

@@ -26,6 +26,7 @@ func (s *session) exchange(u *upstream, r *request) outcome {
 	}
 	u.up += x.up
 	u.down += x.down
+	u.releaseReader()
 	if u.broken {
 		s.drop(u)
 		if u.pinned {
@@ -38,7 +39,14 @@ func (s *session) exchange(u *upstream, r *request) outcome {
 // relayResponse reads the back-end's response and relays it to the
 // client: informational responses as they come, then the final one.
 func (s *session) relayResponse(u *upstream, r *request, x *outcome, p *bodyPump) {
-	status, err := s.readFinalHead(u, r)
+	if p.done == nil {
+		s.releaseReader() // nothing reads the client until the response is over
+	}
+	err := u.awaitResponse()
+	status := 0
+	if err == nil {
+		status, err = s.readFinalHead(u, r)
+	}
 	if err != nil {
 		u.broken = true
 		s.failed(r, x, fmt.Errorf("reading the response of %s: %w", u.b.Name, err), p.sent.Load())
@@ -78,7 +86,7 @@ func (s *session) relayFinal(u *upstream, r *request, x *outcome, kind bodyKind,
 		x.down += n
 	}
 	if err == nil {
-		err = s.bw.Flush()
+		err = s.wr().Flush()
 	}
 	if err != nil {
 		u.broken, x.keep = true, false
@@ -92,13 +100,13 @@ func (s *session) relayFinal(u *upstream, r *request, x *outcome, kind bodyKind,
 func (s *session) copyResponseBody(u *upstream, kind bodyKind, length int64, dechunked bool) (int64, error) {
 	switch {
 	case kind == bodyFixed:
-		return copyFixed(s.bw, u.br, length)
+		return copyFixed(s.wr(), u.rd(), length)
 	case kind == bodyChunked && dechunked:
-		return dechunk(s.bw, u.br)
+		return dechunk(s.wr(), u.rd())
 	case kind == bodyChunked:
-		return copyChunked(s.bw, u.br)
+		return copyChunked(s.wr(), u.rd())
 	case kind == bodyToEOF:
-		return copyToEOF(s.bw, u.br)
+		return copyToEOF(s.wr(), u.rd())
 	}
 	return 0, nil
 }
@@ -108,7 +116,7 @@ func (s *session) copyResponseBody(u *upstream, kind bodyKind, length int64, dec
 // 15.2), except a 100 Continue that gatehouse already sent itself.
 func (s *session) readFinalHead(u *upstream, r *request) (int, error) {
 	for {
-		err := readHead(u.br, s.resBuf, s.f.Config.MaxHeaderBytes, &s.resp)
+		err := readHead(u.rd(), s.resBuf, s.f.Config.MaxHeaderBytes, &s.resp)
 		if err != nil {
 			return 0, unexpected(err)
 		}
@@ -120,13 +128,13 @@ func (s *session) readFinalHead(u *upstream, r *request) (int, error) {
 		if r.minor == 0 || (status == 100 && r.answered100) {
 			continue
 		}
-		e := emitter{w: s.bw}
+		e := emitter{w: s.wr()}
 		e.startLine(&s.resp)
 		for _, f := range s.resp.hdrs {
 			e.field(f.name, f.value)
 		}
 		e.str("\r\n")
-		if e.err != nil || s.bw.Flush() != nil {
+		if e.err != nil || s.wr().Flush() != nil {
 			return 0, fmt.Errorf("relaying %d to the client: %w", status, e.err)
 		}
 	}
@@ -187,25 +195,25 @@ func (s *session) failed(r *request, x *outcome, err error, sent bool) {
 // until both sides have ended.
 func (s *session) tunnel(u *upstream, x *outcome) {
 	u.broken, x.keep = true, false
-	e := emitter{w: s.bw}
+	e := emitter{w: s.wr()}
 	e.startLine(&s.resp)
 	for _, f := range s.resp.hdrs {
 		e.field(f.name, f.value)
 	}
 	e.str("\r\n")
 	x.down += e.n
-	if e.err != nil || s.bw.Flush() != nil {
+	if e.err != nil || s.wr().Flush() != nil {
 		return
 	}
 	up := make(chan int64, 1)
 	go func() {
-		n, _ := copyToEOF(u.bw, s.br)
-		u.bw.Flush()
+		n, _ := copyToEOF(u.wr(), s.rd())
+		u.wr().Flush()
 		closeWrite(u.conn, u.raw)
 		up <- n
 	}()
-	n, _ := copyToEOF(s.bw, u.br)
-	s.bw.Flush()
+	n, _ := copyToEOF(s.wr(), u.rd())
+	s.wr().Flush()
 	closeWrite(s.conn, s.raw)
 	x.down += n
 	x.up += <-up

@@ -311,8 +311,6 @@ func (f *Frontend) newSession(ctx context.Context, conn net.Conn) *session {
 		s.ip = ta.AddrPort().Addr().Unmap()
 	}
 	s.log = f.log().With("listener", f.name(), "client", conn.RemoteAddr().String())
-	s.br = bufio.NewReaderSize(s.conn, readBufSize)
-	s.bw = bufio.NewWriterSize(s.conn, writeBufSize)
 	return s
 }
 
@@ -332,8 +330,6 @@ func (s *session) startTLS() bool {
 	}
 	s.tls = true
 	s.conn = tc
-	s.br.Reset(tc)
-	s.bw.Reset(tc)
 	return true
 }
 
@@ -347,12 +343,12 @@ func (s *session) next() bool {
 	if s.f.draining.Load() {
 		return false
 	}
-	_, err := s.br.Peek(1)
+	err := s.awaitRequest()
 	if !s.state.CompareAndSwap(stateIdle, stateBusy) || err != nil {
 		return false
 	}
 	s.clk.setHard(time.Now().Add(cfg.HeaderTimeout))
-	err = readHead(s.br, s.reqBuf, cfg.MaxHeaderBytes, &s.req.head)
+	err = readHead(s.rd(), s.reqBuf, cfg.MaxHeaderBytes, &s.req.head)
 	s.reqBuf = s.req.raw[:0]
 	s.clk.setHard(time.Time{})
 	if err != nil {
@@ -384,8 +380,11 @@ func (s *session) refuseHead(err error) {
 	}
 }
 
-// end closes every back-end connection of the session.
+// end closes every back-end connection of the session and gives its
+// buffers back.
 func (s *session) end() {
+	s.releaseReader()
+	s.releaseWriter()
 	for _, u := range s.ups {
 		u.close()
 	}

@@ -56,6 +56,8 @@ func (s *session) handle() bool {
 	}
 	x := s.forward(r)
 	s.record(r, x, start)
+	s.releaseWriter()
+	s.releaseReader()
 	return x.keep && !s.f.draining.Load()
 }
 
@@ -206,13 +208,13 @@ func (s *session) readRTS(r *request) {
 		return
 	}
 	if r.expect && r.minor >= 1 {
-		if _, err := s.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || s.bw.Flush() != nil {
+		if _, err := s.wr().WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || s.wr().Flush() != nil {
 			return
 		}
 		r.answered100 = true
 	}
 	s.clk.setHard(time.Now().Add(s.f.Config.HeaderTimeout))
-	if p, ok := peekRTS(s.br, r.method, r.length); ok {
+	if p, ok := peekRTS(s.rd(), r.method, r.length); ok {
 		r.rts = &p
 	}
 	s.clk.setHard(time.Time{})
@@ -301,17 +303,17 @@ func (s *session) answer(r *request, status int, reason, text string, closing bo
 		s.clk.touch()
 	}
 	text += "\n"
-	s.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + reason + "\r\n")
-	s.bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(text)) + "\r\n")
+	s.wr().WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + reason + "\r\n")
+	s.wr().WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(text)) + "\r\n")
 	if status == 503 || status == 429 {
-		s.bw.WriteString("Retry-After: 10\r\n")
+		s.wr().WriteString("Retry-After: 10\r\n")
 	}
 	s.connectionHeader(r, !closing, false)
-	s.bw.WriteString("\r\n")
+	s.wr().WriteString("\r\n")
 	if r == nil || string(r.method) != "HEAD" {
-		s.bw.WriteString(text)
+		s.wr().WriteString(text)
 	}
-	s.bw.Flush()
+	s.wr().Flush()
 }
 
 // connectionHeader writes the Connection header the client needs: close
@@ -319,9 +321,9 @@ func (s *session) answer(r *request, status int, reason, text string, closing bo
 func (s *session) connectionHeader(r *request, keep, old bool) {
 	switch {
 	case !keep:
-		s.bw.WriteString("Connection: close\r\n")
+		s.wr().WriteString("Connection: close\r\n")
 	case r != nil && r.minor == 0, old:
-		s.bw.WriteString("Connection: keep-alive\r\n")
+		s.wr().WriteString("Connection: keep-alive\r\n")
 	}
 }
 
@@ -343,10 +345,10 @@ func (s *session) redirect(r *request) bool {
 		status, reason = 308, "Permanent Redirect"
 	}
 	closing := r.close || r.kind != bodyNone
-	s.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + reason + "\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n")
+	s.wr().WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + reason + "\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n")
 	s.connectionHeader(r, !closing, false)
-	s.bw.WriteString("\r\n")
-	s.bw.Flush()
+	s.wr().WriteString("\r\n")
+	s.wr().Flush()
 	s.record(r, outcome{status: status}, time.Now())
 	return true
 }

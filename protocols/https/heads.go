@@ -94,7 +94,7 @@ func forwardedHeader(name []byte) bool {
 // line as received with HTTP/1.1, the client's headers in their own case
 // minus hop-by-hop ones, then who the client is.
 func (s *session) writeRequestHead(u *upstream, r *request) (int64, error) {
-	e := emitter{w: u.bw}
+	e := emitter{w: u.wr()}
 	e.bytes(r.method)
 	e.str(" ")
 	e.bytes(r.target)
@@ -175,7 +175,7 @@ func appendList(list, v []byte) []byte {
 func (s *session) writeResponseHead(r *request, kind bodyKind, dechunk, keep bool) (int64, error) {
 	h := &s.resp
 	te, _ := h.transferEncoding()
-	e := emitter{w: s.bw}
+	e := emitter{w: s.wr()}
 	e.startLine(h)
 	for _, f := range h.hdrs {
 		switch {

@@ -9,9 +9,13 @@ import (
 )
 
 // bodyPump sends a request body to the back-end while the response comes
-// back. For a long poll it then watches the client connection, so that a
-// client that goes away ends the exchange at once instead of leaving the
-// back-end holding its request for up to an hour.
+// back. For an RPC channel or a MAPI NotificationWait it then watches the
+// client connection, so that a client that goes away ends the exchange at
+// once instead of leaving the back-end holding its request. ActiveSync
+// Pings are not watched: a phone that vanishes from the network sends no
+// FIN to notice, and a watcher per held Ping would cost more memory than
+// the Ping itself; a Ping whose client left ends when the back-end
+// answers it.
 type bodyPump struct {
 	done chan struct{} // closed when finished; nil when there is no goroutine
 	n    int64
@@ -30,12 +34,13 @@ type bodyPump struct {
 func (s *session) sendBody(u *upstream, r *request) *bodyPump {
 	p := &bodyPump{}
 	observe := r.rts == nil && r.service == RPC && isRPCMethod(r.method) && r.length >= minPDUBody
-	watch := r.longPoll()
+	watch := r.longPoll() && r.service != ActiveSync
 	switch {
 	case r.kind == bodyNone:
-		p.err = u.bw.Flush()
+		p.err = u.wr().Flush()
 		p.sent.Store(p.err == nil)
-	case !observe && r.kind == bodyFixed && r.length <= int64(s.br.Buffered()):
+		u.releaseWriter()
+	case !observe && r.kind == bodyFixed && r.length <= int64(s.rd().Buffered()):
 		p.copy(s, u, r)
 	default:
 		p.done = make(chan struct{})
@@ -51,12 +56,12 @@ func (s *session) sendBody(u *upstream, r *request) *bodyPump {
 
 func (p *bodyPump) run(s *session, u *upstream, r *request, observe, watch bool) {
 	if observe {
-		if p.err = u.bw.Flush(); p.err != nil {
+		if p.err = u.wr().Flush(); p.err != nil {
 			s.abort()
 			close(p.done)
 			return
 		}
-		if c, ok := peekRTS(s.br, r.method, r.length); ok {
+		if c, ok := peekRTS(s.rd(), r.method, r.length); ok {
 			p.rts = &c
 			s.countPair(s.f.channels.attach(c, u.b.Name))
 		}
@@ -77,14 +82,15 @@ func (p *bodyPump) run(s *session, u *upstream, r *request, observe, watch bool)
 func (p *bodyPump) copy(s *session, u *upstream, r *request) {
 	switch r.kind {
 	case bodyFixed:
-		p.n, p.err = copyFixed(u.bw, s.br, r.length)
+		p.n, p.err = copyFixed(u.wr(), s.rd(), r.length)
 	case bodyChunked:
-		p.n, p.err = copyChunked(u.bw, s.br)
+		p.n, p.err = copyChunked(u.wr(), s.rd())
 	}
 	if p.err == nil {
-		p.err = u.bw.Flush()
+		p.err = u.wr().Flush()
 	}
 	p.sent.Store(p.err == nil)
+	u.releaseWriter()
 }
 
 // watch waits for the client connection to end while the response is
@@ -99,13 +105,27 @@ func (p *bodyPump) watch(s *session) {
 	}
 	p.watching = true
 	p.mu.Unlock()
-	_, err := s.br.Peek(1)
+	err := s.awaitClient()
 	p.mu.Lock()
 	stopped := p.stopping
 	p.mu.Unlock()
 	if err != nil && !stopped {
 		s.abort()
 	}
+}
+
+// awaitClient waits for the client to send or go, holding no buffer
+// while it waits (a pipelined request already buffered ends the wait).
+func (s *session) awaitClient() error {
+	if s.br != nil && s.br.Buffered() > 0 {
+		return nil
+	}
+	s.releaseReader()
+	if err := s.timed.waitReadable(); err != nil {
+		return err
+	}
+	_, err := s.rd().Peek(1)
+	return err
 }
 
 // stopWatch ends the watch once the response is over; it reports whether

@@ -19,8 +19,10 @@ type upstream struct {
 	pool    string
 	raw     net.Conn // the TCP connection, for liveness checks
 	conn    net.Conn // what is spoken over: timed, TLS on top when configured
-	br      *bufio.Reader
-	bw      *bufio.Writer
+	timed   *timedConn
+	plain   bool          // no TLS: readiness can be awaited on the socket
+	br      *bufio.Reader // nil while no response is being read
+	bw      *bufio.Writer // nil while no request is being written
 	release func()
 	pinned  bool
 	broken  bool // no further request may use it
@@ -83,7 +85,8 @@ func (s *session) setup(raw net.Conn, b *proxy.Backend, pool *proxy.Pool, host [
 			return nil, err
 		}
 	}
-	var conn net.Conn = &timedConn{Conn: raw, c: &s.clk}
+	timed := &timedConn{Conn: raw, c: &s.clk}
+	var conn net.Conn = timed
 	if f.BackendTLSMode == "tls" {
 		tc, err := s.handshake(conn, pool, host)
 		if err != nil {
@@ -91,9 +94,8 @@ func (s *session) setup(raw net.Conn, b *proxy.Backend, pool *proxy.Pool, host [
 		}
 		conn = tc
 	}
-	u := &upstream{b: b, pool: pool.Name, raw: raw, conn: conn}
-	u.br = bufio.NewReaderSize(conn, readBufSize)
-	u.bw = bufio.NewWriterSize(conn, writeBufSize)
+	u := &upstream{b: b, pool: pool.Name, raw: raw, conn: conn, plain: f.BackendTLSMode != "tls"}
+	u.timed = timed
 	u.release = b.Track(raw)
 	return u, nil
 }
@@ -144,12 +146,13 @@ func (u *upstream) close() {
 	}
 	u.broken = true
 	u.raw.Close() // no TLS close_notify: HTTP framing, not the close, ends a message
-
+	u.releaseReader()
+	u.releaseWriter()
 }
 
 // usable reports whether a kept-alive connection may take a request.
 func (u *upstream) usable() bool {
-	return !u.broken && u.br.Buffered() == 0 && alive(u.raw)
+	return !u.broken && (u.br == nil || u.br.Buffered() == 0) && alive(u.raw)
 }
 
 var errBackendClosed = errors.New("back-end closed the connection")
