@@ -15,7 +15,8 @@
 #           (smaps_rollup, nginx master+worker summed) divided by PINGS. The
 #           Ping clients offer X25519 and P-256 only, like wrk, so that every
 #           proxy does the same key exchange (OpenSSL 3.0 knows no ML-KEM).
-# The ping load runs first, on a freshly started proxy.
+# The ping load runs on a freshly started proxy, and the throughput loads on
+# another fresh start, so that neither inherits the other's connections.
 #
 # gatehouse's frontend is driven by a small program built from this script
 # (protocols/https.Frontend in a proxy.Server), so the figures are those of
@@ -464,8 +465,12 @@ main() {
 	for ((round = 1; round <= ROUNDS; round++)); do
 		log "round $round of $ROUNDS"
 		for p in direct gatehouse haproxy nginx; do
-			[[ $p == direct ]] || start_proxy "$p"
-			load_pings "$p"
+			if [[ $p != direct ]]; then
+				start_proxy "$p"
+				load_pings "$p"
+				stop_proxy # the throughput loads get a fresh proxy too
+				start_proxy "$p"
+			fi
 			load_wrk "$p" 1k small
 			load_wrk "$p" 1m large
 			[[ $p == direct ]] || stop_proxy

@@ -125,10 +125,12 @@ func isTimeout(err error) bool {
 	return err != nil && errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// alive reports whether a kept-alive back-end connection is still open:
-// nothing queued and no EOF (a back-end sends nothing between responses,
-// so any byte, or the end, means the connection is of no further use).
-func alive(c net.Conn) bool {
+// alive reports whether a kept-alive back-end connection is still open.
+// A plain HTTP back-end sends nothing between responses, so any byte (an
+// IIS 408 before it closes, say) or the end means the connection is of no
+// further use. Over TLS, records may legitimately wait (session tickets,
+// key updates), so only the peer's end or an error counts there.
+func alive(c net.Conn, plain bool) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return true
@@ -138,11 +140,17 @@ func alive(c net.Conn) bool {
 		return false
 	}
 	ok = false
-	err = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = errors.Is(err, syscall.EAGAIN)
-		return true
+	err = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, 0)
+		switch ev := fds[0].Revents; {
+		case err != nil:
+		case n == 0:
+			ok = true
+		case ev&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0:
+		default:
+			ok = !plain // readable, not ended: TLS records in between
+		}
 	})
 	return err == nil && ok
 }

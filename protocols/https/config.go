@@ -58,6 +58,10 @@ type Config struct {
 	// RootRedirect is where a request for "/" is sent (302); "" means
 	// "/owa/", "off" passes "/" to the back-ends.
 	RootRedirect string `yaml:"root_redirect"`
+	// RedirectHTTPS, on a plain-HTTP listener (port 80), answers every
+	// request with a 308 to the same URL over https, except ACME HTTP-01
+	// challenges. False serves plain HTTP.
+	RedirectHTTPS bool `yaml:"redirect_https"`
 	// TrustedForwarders lists the CIDRs of upstream proxies whose
 	// X-Forwarded-For, X-Forwarded-Proto and X-Real-IP are believed and
 	// extended. Empty means nobody's: those headers are dropped from every

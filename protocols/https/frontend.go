@@ -82,8 +82,8 @@ type Frontend struct {
 	// else is plain HTTP.
 	TLSMode string
 	// TLSRequired, on a plain-HTTP listener, answers every request with a
-	// redirect to the same URL over https (the port-80 companion). False
-	// serves plain HTTP.
+	// redirect to the same URL over https, as Config.RedirectHTTPS does.
+	// False serves plain HTTP unless Config says otherwise.
 	TLSRequired bool
 	// BackendTLS is the client TLS configuration towards back-ends (a
 	// pinned fingerprint for Exchange's self-signed certificate); nil
@@ -290,14 +290,15 @@ type session struct {
 	ip      netip.Addr
 	clk     clock
 	state   atomic.Int32
-	br      *bufio.Reader
-	bw      *bufio.Writer
+	br      *bufio.Reader // nil while no request is read (buffers.go)
+	bw      *bufio.Writer // nil while nothing is written
 	reqBuf  []byte
 	resBuf  []byte
 	req     request
 	resp    head
 	ups     []*upstream // kept-alive back-end connections, least recent first
 	pinned  *upstream
+	user    string                   // who the pinned connection's login is, once seen
 	cur     atomic.Pointer[upstream] // the back-end connection of the exchange in progress
 	aborted atomic.Bool
 	log     *slog.Logger

@@ -55,6 +55,9 @@ func (s *session) handle() bool {
 		return false
 	}
 	x := s.forward(r)
+	if r.creds.user != "" && x.status < 400 {
+		s.user = r.creds.user // the login a pinned connection carries on
+	}
 	s.record(r, x, start)
 	s.releaseWriter()
 	s.releaseReader()
@@ -275,8 +278,10 @@ func (s *session) record(r *request, x outcome, start time.Time) {
 	attrs := []any{"service", service, "method", string(r.method), "path", string(r.path),
 		"status", x.status, "backend", x.backend, "up", x.up, "down", x.down,
 		"duration", time.Since(start).Round(time.Millisecond)}
-	if r.creds.user != "" {
-		attrs = append(attrs, "user", r.creds.user)
+	if user := r.creds.user; user != "" {
+		attrs = append(attrs, "user", user)
+	} else if s.pinned != nil && s.user != "" {
+		attrs = append(attrs, "user", s.user)
 	}
 	if x.err != nil {
 		attrs = append(attrs, "err", x.err.Error())
@@ -331,8 +336,9 @@ func (s *session) connectionHeader(r *request, keep, old bool) {
 // on a plain listener that requires TLS, and "/" to RootRedirect.
 func (s *session) redirect(r *request) bool {
 	var loc string
+	toHTTPS := (s.f.TLSRequired || s.f.Config.RedirectHTTPS) && !s.tls
 	switch {
-	case s.f.TLSRequired && !s.tls:
+	case toHTTPS:
 		loc = "https://" + hostOnly(r.get("Host")) + string(r.target)
 	case string(r.path) == "/" && s.f.Config.RootRedirect != "off" &&
 		(string(r.method) == "GET" || string(r.method) == "HEAD"):
@@ -341,7 +347,7 @@ func (s *session) redirect(r *request) bool {
 		return false
 	}
 	status, reason := 302, "Found"
-	if s.f.TLSRequired && !s.tls {
+	if toHTTPS {
 		status, reason = 308, "Permanent Redirect"
 	}
 	closing := r.close || r.kind != bodyNone

@@ -268,7 +268,7 @@ func TestRootRedirect(t *testing.T) {
 
 func TestPlainListenerRedirectsToHTTPS(t *testing.T) {
 	be := echoBackend(t, "a")
-	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr), TLSRequired: true})
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr), Config: Config{RedirectHTTPS: true}})
 	c, br := dial(t, addr)
 	resp, _ := get(t, c, br, "/owa/?a=1")
 	if resp.StatusCode != 308 || resp.Header.Get("Location") != "https://mail.example.com/owa/?a=1" {

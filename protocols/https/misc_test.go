@@ -242,3 +242,30 @@ func TestMAPIChunksFlushedAsTheyCome(t *testing.T) {
 		next <- struct{}{}
 	}
 }
+
+func TestPort80AnswersACMEAndRedirectsTheRest(t *testing.T) {
+	acme := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.URL.Path, "/.well-known/acme-challenge/")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, token+".key-authorization")
+	})
+	be := echoBackend(t, "a")
+	addr := serve(t, &Frontend{Pool: newPool("port80", "a="+be.addr), ACME: acme, Config: Config{RedirectHTTPS: true}})
+	c, br := dial(t, addr)
+	// The ACME server fetches its token over plain HTTP: answered here.
+	resp, body := get(t, c, br, "/.well-known/acme-challenge/tok123")
+	if resp.StatusCode != 200 || body != "tok123.key-authorization" {
+		t.Errorf("challenge: %d %q", resp.StatusCode, body)
+	}
+	// Everything else is sent to https on the same connection.
+	resp, _ = get(t, c, br, "/owa/")
+	if resp.StatusCode != 308 || resp.Header.Get("Location") != "https://mail.example.com/owa/" {
+		t.Errorf("GET /owa/ on port 80: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if be.connections() != 0 {
+		t.Error("a port-80 request reached the back-end")
+	}
+}

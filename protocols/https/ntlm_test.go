@@ -164,3 +164,20 @@ func TestPinnedBackendCloseEndsClientConnection(t *testing.T) {
 		t.Errorf("read %q after the pinned back-end closed; want the connection closed", line)
 	}
 }
+
+func TestNTLMPinnedOverTLSBackend(t *testing.T) {
+	s := exchangetest.NewUnstartedServer("cas-a")
+	s.Users = exchangetest.DemoUsers()
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	addr := serve(t, &Frontend{Pool: newPool("tls", "cas-a="+s.Addr), BackendTLSMode: "tls", BackendTLS: trusting(s)})
+	// Exchange is reached over TLS (its session tickets arrive on the
+	// connection): the pinned connection stays in use for the login's
+	// later requests.
+	if ok := loginAndUse(t, addr, "alice", 5); ok != 6 {
+		t.Errorf("%d of 6 requests answered for alice over a TLS back-end", ok)
+	}
+	if n := s.Connections(); n != 1 {
+		t.Errorf("the back-end saw %d connections, want the one pinned", n)
+	}
+}

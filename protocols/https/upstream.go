@@ -152,7 +152,7 @@ func (u *upstream) close() {
 
 // usable reports whether a kept-alive connection may take a request.
 func (u *upstream) usable() bool {
-	return !u.broken && (u.br == nil || u.br.Buffered() == 0) && alive(u.raw)
+	return !u.broken && (u.br == nil || u.br.Buffered() == 0) && alive(u.raw, u.plain)
 }
 
 var errBackendClosed = errors.New("back-end closed the connection")

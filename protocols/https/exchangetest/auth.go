@@ -31,9 +31,19 @@ type connState struct {
 
 type connKey struct{}
 
-// connContext gives each connection its own state.
-func connContext(ctx context.Context, _ net.Conn) context.Context {
+// connContext gives each connection its own state, and counts it.
+func (s *Server) connContext(ctx context.Context, _ net.Conn) context.Context {
+	s.mu.Lock()
+	s.conns++
+	s.mu.Unlock()
 	return context.WithValue(ctx, connKey{}, &connState{})
+}
+
+// Connections reports how many TCP connections the server has accepted.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
 }
 
 func stateOf(r *http.Request) *connState {

@@ -63,6 +63,7 @@ type Server struct {
 	channels   []Channel
 	vconns     map[[16]byte]*vconn
 	held       int
+	conns      int
 	sessionKey []byte
 
 	mu       sync.Mutex
@@ -133,7 +134,7 @@ func (s *Server) start(ln net.Listener, useTLS bool) {
 	ts := &httptest.Server{Listener: ln, Config: &http.Server{
 		Handler:           http.HandlerFunc(s.serveHTTP),
 		ReadHeaderTimeout: 30 * time.Second,
-		ConnContext:       connContext,
+		ConnContext:       s.connContext,
 		ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
 	}}
 	if useTLS {
