@@ -5,31 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
-
-// scriptConn is a client connection that sends a fixed script and records
-// what gatehouse answers: a fuzz target needs no sockets or timing.
-type scriptConn struct {
-	in  *bytes.Reader
-	out bytes.Buffer
-}
-
-func (c *scriptConn) Read(b []byte) (int, error)  { return c.in.Read(b) }
-func (c *scriptConn) Write(b []byte) (int, error) { return c.out.Write(b) }
-func (c *scriptConn) Close() error                { return nil }
-func (c *scriptConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 143} }
-func (c *scriptConn) RemoteAddr() net.Addr {
-	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 51234}
-}
-func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
-func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
 
 var fuzzSeeds = []string{
 	"a CAPABILITY\r\nb NOOP\r\nc LOGIN alice demo\r\nd LOGOUT\r\n",
@@ -94,9 +75,9 @@ func FuzzPreauth(f *testing.F) {
 	}
 	fe := &Frontend{Pool: &proxy.Pool{Name: "fuzz"}, Log: quiet, Config: Config{MaxCommands: 50}}
 	f.Fuzz(func(t *testing.T, script []byte) {
-		c := &scriptConn{in: bytes.NewReader(script)}
+		c := wiretest.Script(script, 143)
 		fe.ServeConn(context.Background(), c)
-		out := c.out.String()
+		out := c.Out.String()
 		if !strings.HasSuffix(out, "\r\n") {
 			t.Fatalf("answer does not end in CRLF: %q", out)
 		}

@@ -3,14 +3,14 @@ package imap
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/dovecottest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
@@ -39,7 +39,7 @@ print(json.dumps({"count": n, "subjects": subjects}))
 `
 
 // dovecotPool is a pool over Dovecot instances' plain IMAP listeners.
-func dovecotPool(ds ...*dovecot) *proxy.Pool {
+func dovecotPool(ds ...*dovecottest.Server) *proxy.Pool {
 	p := &proxy.Pool{Name: "imap", ConnectTimeout: wait}
 	for _, d := range ds {
 		p.Backends = append(p.Backends, proxy.NewBackend(d.Name, d.IMAP, 1))
@@ -54,11 +54,11 @@ type imaplibResult struct {
 
 func imaplib(t testing.TB, addr, mode, user string) imaplibResult {
 	t.Helper()
-	py := needTool(t, "python3", "python3")
+	py := wiretest.NeedTool(t, "python3", "python3")
 	host, port, _ := strings.Cut(addr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, py, "-c", imaplibScript, host, port, mode, user, "demo", certPEM(t)).CombinedOutput()
+	out, err := exec.CommandContext(ctx, py, "-c", imaplibScript, host, port, mode, user, "demo", wiretest.CertPEM(t)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("imaplib %s as %s: %v\n%s", mode, user, err, out)
 	}
@@ -70,16 +70,16 @@ func imaplib(t testing.TB, addr, mode, user string) imaplibResult {
 }
 
 func TestIntegrationImaplibAndCurlReachEachUsersDovecot(t *testing.T) {
-	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "bob")
+	mail1, mail2 := dovecottest.Start(t, "mail1", "alice"), dovecottest.Start(t, "mail2", "bob")
 	pool := dovecotPool(mail1, mail2)
 	path := filepath.Join(t.TempDir(), "users.map")
-	writeFile(t, path, "alice mail1\nbob mail2\n")
+	wiretest.WriteFile(t, path, "alice mail1\nbob mail2\n")
 	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteMap, File: path}, pool, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: serverTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
-	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: serverTLS(), TLSMode: TLSImplicit})
+	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit})
 	for _, tc := range []struct{ addr, mode, user, subject string }{
 		{starttls, "starttls", "alice", "Subject: alice on mail1"},
 		{starttls, "starttls", "bob", "Subject: bob on mail2"},
@@ -91,9 +91,9 @@ func TestIntegrationImaplibAndCurlReachEachUsersDovecot(t *testing.T) {
 			t.Errorf("imaplib %s as %s got %+v, want one message %q", tc.mode, tc.user, res, tc.subject)
 		}
 	}
-	curl := needTool(t, "curl", "curl")
+	curl := wiretest.NeedTool(t, "curl", "curl")
 	for url, user := range map[string]string{"imaps://" + implicit + "/INBOX;MAILINDEX=1": "bob", "imap://" + starttls + "/INBOX;MAILINDEX=1": "alice"} {
-		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", certPEM(t), "-u", user+":demo", url).CombinedOutput()
+		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", wiretest.CertPEM(t), "-u", user+":demo", url).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
 			t.Errorf("curl %s as %s: %v\n%s", url, user, err, out)
 		}
@@ -101,64 +101,52 @@ func TestIntegrationImaplibAndCurlReachEachUsersDovecot(t *testing.T) {
 }
 
 func TestIntegrationLiteralLoginRelaysDovecotCapabilities(t *testing.T) {
-	d := startDovecot(t, "mail1", "alice")
+	d := dovecottest.Start(t, "mail1", "alice")
 	addr := start(t, &Frontend{Pool: dovecotPool(d)})
 	c := greeted(t, addr)
-	c.send("a1 LOGIN {5+}\r\nalice {4}")
-	c.expect("+ ")
-	c.send("demo")
+	c.Send("a1 LOGIN {5+}\r\nalice {4}")
+	c.Expect("+ ")
+	c.Send("demo")
 	// Dovecot's post-login capabilities (IDLE, ENABLE…) under our tag.
-	ok := c.expect("a1 OK [CAPABILITY IMAP4rev1 ")
+	ok := c.Expect("a1 OK [CAPABILITY IMAP4rev1 ")
 	if !strings.Contains(ok, " IDLE") || !strings.Contains(ok, "Logged in") {
 		t.Fatalf("LOGIN answered %q", ok)
 	}
-	c.send("a2 SELECT INBOX")
-	if lines := c.until("a2"); !containsPrefix(lines, "* 1 EXISTS") {
+	c.Send("a2 SELECT INBOX")
+	if lines := until(c, "a2"); !containsPrefix(lines, "* 1 EXISTS") {
 		t.Fatalf("SELECT = %q", lines)
 	}
 }
 
 func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
-	d := startDovecot(t, "mail1", "alice", "bob")
+	d := dovecottest.Start(t, "mail1", "alice", "bob")
 	// ID with x-originating-ip on the plain listener; the client's own
 	// x- fields never get through.
 	id := start(t, &Frontend{Pool: dovecotPool(d), Config: Config{Forward: ForwardID}})
-	c := connectFrom(t, "127.0.0.5", id)
-	c.expect("* OK")
-	c.send(`a ID ("name" "probe" "x-originating-ip" "198.51.100.66")`)
-	c.expect(`* ID ("name" "gatehouse")`)
-	c.expect("a OK")
-	c.send("b LOGIN alice demo")
-	c.expect("b OK")
-	d.waitLog(t, "user=<alice>, method=PLAIN, rip=127.0.0.5,")
+	c := wiretest.DialFrom(t, "127.0.0.5", id)
+	c.Expect("* OK")
+	c.Send(`a ID ("name" "probe" "x-originating-ip" "198.51.100.66")`)
+	c.Expect(`* ID ("name" "gatehouse")`)
+	c.Expect("a OK")
+	c.Send("b LOGIN alice demo")
+	c.Expect("b OK")
+	d.WaitLog(t, "user=<alice>, method=PLAIN, rip=127.0.0.5,")
 	if strings.Contains(d.Log(), "198.51.100.66") {
 		t.Fatalf("the client's own x-originating-ip reached Dovecot:\n%s", d.Log())
 	}
 	// A PROXY v1 header on the haproxy listener.
 	pool := &proxy.Pool{Name: "imap", Backends: []*proxy.Backend{proxy.NewBackend("mail1", d.IMAPProxy, 1)}}
 	proxied := start(t, &Frontend{Pool: pool, ProxyVersion: 1})
-	c = connectFrom(t, "127.0.0.6", proxied)
-	c.expect("* OK")
-	c.send("b LOGIN bob demo")
-	c.expect("b OK")
-	d.waitLog(t, "user=<bob>, method=PLAIN, rip=127.0.0.6,")
+	c = wiretest.DialFrom(t, "127.0.0.6", proxied)
+	c.Expect("* OK")
+	c.Send("b LOGIN bob demo")
+	c.Expect("b OK")
+	d.WaitLog(t, "user=<bob>, method=PLAIN, rip=127.0.0.6,")
 }
 
 func TestIntegrationHTTPRouting(t *testing.T) {
-	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "bob")
-	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		servers := map[string]*dovecot{"alice": mail1, "bob": mail2}
-		d, ok := servers[r.Header.Get("Auth-User")]
-		if !ok || r.Header.Get("Auth-Pass") != "demo" || r.Header.Get("Auth-Protocol") != "imap" {
-			w.Header().Set("Auth-Status", "Invalid login or password")
-			w.Header().Set("Auth-Wait", "1")
-			return
-		}
-		host, port, _ := strings.Cut(d.IMAP, ":")
-		w.Header().Set("Auth-Status", "OK")
-		w.Header().Set("Auth-Server", host)
-		w.Header().Set("Auth-Port", port)
-	}))
+	mail1, mail2 := dovecottest.Start(t, "mail1", "alice"), dovecottest.Start(t, "mail2", "bob")
+	auth := dovecottest.AuthHTTP("imap", map[string]string{"alice": mail1.IMAP, "bob": mail2.IMAP})
 	defer auth.Close()
 	pool := dovecotPool(mail1, mail2)
 	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteHTTP, URL: auth.URL, CacheTTL: -1}, pool, quiet)
@@ -168,16 +156,16 @@ func TestIntegrationHTTPRouting(t *testing.T) {
 	addr := start(t, &Frontend{Pool: pool, Router: r})
 	for user, want := range map[string]string{"alice": "Subject: alice on mail1", "bob": "Subject: bob on mail2"} {
 		c := loggedIn(t, addr, user)
-		c.send("f SELECT INBOX", "g FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
-		c.until("f")
-		if lines := c.until("g"); !containsPrefix(lines, want) {
+		c.Send("f SELECT INBOX", "g FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+		until(c, "f")
+		if lines := until(c, "g"); !containsPrefix(lines, want) {
 			t.Errorf("%s reached %q, want %q", user, lines, want)
 		}
 	}
 	c := greeted(t, addr)
-	c.send("a LOGIN alice wrong")
-	c.expect("a NO [AUTHENTICATIONFAILED] Invalid login or password")
+	c.Send("a LOGIN alice wrong")
+	c.Expect("a NO [AUTHENTICATIONFAILED] Invalid login or password")
 	auth.Close()
-	c.send("b LOGIN bob demo")
-	c.expect("b NO [UNAVAILABLE]")
+	c.Send("b LOGIN bob demo")
+	c.Expect("b NO [UNAVAILABLE]")
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/pires/go-proxyproto"
 )
@@ -20,30 +21,30 @@ func TestLoginRelaysTheBackendsCapabilitiesThenSplices(t *testing.T) {
 	be := startBackend(t, "mail1")
 	addr := start(t, &Frontend{Pool: poolOf(be)})
 	c := greeted(t, addr)
-	c.send("a0 CAPABILITY")
-	caps := c.until("a0")
+	c.Send("a0 CAPABILITY")
+	caps := until(c, "a0")
 	if !strings.Contains(caps[0], " AUTH=PLAIN") || strings.Contains(caps[0], "STARTTLS") || caps[1] != "a0 OK CAPABILITY completed" {
 		t.Fatalf("CAPABILITY = %q", caps)
 	}
-	c.send("a1 NOOP")
-	c.expect("a1 OK")
-	c.send("a2 LOGIN alice demo")
+	c.Send("a1 NOOP")
+	c.Expect("a1 OK")
+	c.Send("a2 LOGIN alice demo")
 	// The client's tag, the back-end's text and post-login capabilities.
-	ok := c.expect("a2 OK ")
+	ok := c.Expect("a2 OK ")
 	if !strings.Contains(ok, "[CAPABILITY ") || strings.Contains(ok, "AUTH=") {
 		t.Fatalf("LOGIN answered %q, want the back-end's post-login CAPABILITY code", ok)
 	}
-	c.send("a3 SELECT INBOX")
-	if lines := c.until("a3"); !containsPrefix(lines, "* 1 EXISTS") {
+	c.Send("a3 SELECT INBOX")
+	if lines := until(c, "a3"); !containsPrefix(lines, "* 1 EXISTS") {
 		t.Fatalf("SELECT = %q", lines)
 	}
-	c.send("a4 FETCH 1 BODY[HEADER.FIELDS (SUBJECT)]")
-	if lines := c.until("a4"); !containsPrefix(lines, "Subject: for alice on mail1") {
+	c.Send("a4 FETCH 1 BODY[HEADER.FIELDS (SUBJECT)]")
+	if lines := until(c, "a4"); !containsPrefix(lines, "Subject: for alice on mail1") {
 		t.Fatalf("FETCH = %q", lines)
 	}
-	c.send("a5 LOGOUT")
-	c.until("a5")
-	c.expectClosed()
+	c.Send("a5 LOGOUT")
+	until(c, "a5")
+	c.ExpectClosed()
 }
 
 func TestLoginArgumentForms(t *testing.T) {
@@ -63,8 +64,8 @@ func TestLoginArgumentForms(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := greeted(t, addr)
 			for _, s := range steps {
-				c.send(s[0])
-				c.expect(s[1])
+				c.Send(s[0])
+				c.Expect(s[1])
 			}
 		})
 	}
@@ -75,8 +76,8 @@ func TestWrongPasswordAndUnknownUserGetTheSameReply(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf(be)})
 	reply := func(user, pass string) string {
 		c := greeted(t, addr)
-		c.send("x LOGIN " + user + " " + pass)
-		return c.expect("x NO ")
+		c.Send("x LOGIN " + user + " " + pass)
+		return c.Expect("x NO ")
 	}
 	wrong, unknown := reply("alice", "guess"), reply("mallory", "demo")
 	if wrong != unknown || !strings.Contains(wrong, "[AUTHENTICATIONFAILED]") {
@@ -105,44 +106,45 @@ func TestBadInputGetsErrorsNotCrashes(t *testing.T) {
 		{"a AUTHENTICATE CRAM-MD5", "a NO"},
 		{"a AUTHENTICATE PLAIN !!!", "a BAD"},
 	} {
-		c.send(tc.send)
-		c.expect(tc.want)
+		c.Send(tc.send)
+		c.Expect(tc.want)
 	}
-	c.send("z LOGOUT")
-	c.expect("* BYE")
-	c.expect("z OK")
-	c.expectClosed()
+	c.Send("z LOGOUT")
+	c.Expect("* BYE")
+	c.Expect("z OK")
+	c.ExpectClosed()
 
 	// A non-synchronizing literal over the limit is already on its way:
 	// the session ends.
 	c = greeted(t, addr)
-	c.send("a LOGIN {65+}")
-	c.expect("* BYE")
-	c.expectClosed()
+	c.Send("a LOGIN {65+}")
+	c.Expect("* BYE")
+	c.ExpectClosed()
 
 	c = greeted(t, addr)
-	c.send("a LOGIN " + strings.Repeat("x", 300) + " y")
-	c.expect("* BYE Line too long")
-	c.expectClosed()
+	c.Send("a LOGIN " + strings.Repeat("x", 300) + " y")
+	c.Expect("* BYE Line too long")
+	c.ExpectClosed()
 }
 
 func TestPreauthCommandCountAndTimeout(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf(), Config: Config{MaxCommands: 3, PreauthTimeout: 300 * time.Millisecond}})
 	c := greeted(t, addr)
-	c.send("a NOOP", "b NOOP", "c NOOP", "d NOOP")
-	c.expect("a OK")
-	c.expect("b OK")
-	c.expect("c OK")
-	c.expect("* BYE Too many commands")
-	c.expectClosed()
+	c.Send("a NOOP", "b NOOP", "c NOOP", "d NOOP")
+	c.Expect("a OK")
+	c.Expect("b OK")
+	c.Expect("c OK")
+	c.Expect("* BYE Too many commands")
+	c.ExpectClosed()
 
 	c = greeted(t, addr)
-	c.expect("* BYE Autologout")
-	c.expectClosed()
+	c.Expect("* BYE Autologout")
+	c.ExpectClosed()
 }
 
 func TestIDIsAnsweredAndKeptWithoutXFields(t *testing.T) {
-	s := &session{cfg: &Config{Forward: ForwardID}, raw: fakeAddrs{}, client: addrPort(fakeAddrs{}.RemoteAddr())}
+	conn := wiretest.Script(nil, 143)
+	s := &session{cfg: &Config{Forward: ForwardID}, raw: conn, client: addrPort(conn.RemoteAddr())}
 	p := &parser{r: bufioString(`a ID ("name" "Thunderbird" "x-originating-ip" "6.6.6.6" "os" NIL)` + "\r\n"), maxLiteral: 100}
 	cmd, err := p.readCommand()
 	if err != nil {
@@ -158,42 +160,42 @@ func TestIDIsAnsweredAndKeptWithoutXFields(t *testing.T) {
 
 func TestSTARTTLSAtTheEdgeDiscardsInjectedCommands(t *testing.T) {
 	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: serverTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
 	c := greeted(t, addr)
-	c.send("a CAPABILITY")
-	if caps := c.until("a"); !strings.Contains(caps[0], "STARTTLS") || !strings.Contains(caps[0], "LOGINDISABLED") || strings.Contains(caps[0], "AUTH=") {
+	c.Send("a CAPABILITY")
+	if caps := until(c, "a"); !strings.Contains(caps[0], "STARTTLS") || !strings.Contains(caps[0], "LOGINDISABLED") || strings.Contains(caps[0], "AUTH=") {
 		t.Fatalf("CAPABILITY before TLS = %q", caps)
 	}
-	c.send("b LOGIN alice demo")
-	c.expect("b NO [PRIVACYREQUIRED]")
+	c.Send("b LOGIN alice demo")
+	c.Expect("b NO [PRIVACYREQUIRED]")
 	// The injection probe: b LOGIN pipelined behind STARTTLS must never
 	// run, neither in clear nor inside TLS.
-	c.send("a STARTTLS", "b LOGIN alice demo")
-	c.expect("a OK Begin TLS")
-	c.startTLS()
-	c.expectSilence(200 * time.Millisecond)
+	c.Send("a STARTTLS", "b LOGIN alice demo")
+	c.Expect("a OK Begin TLS")
+	c.StartTLS(wiretest.ClientTLS())
+	c.ExpectSilence(200 * time.Millisecond)
 	if got := be.Logins(); len(got) != 0 {
 		t.Fatalf("injected LOGIN reached the back-end: %q", got)
 	}
-	c.send("c CAPABILITY")
-	if caps := c.until("c"); strings.Contains(caps[0], "STARTTLS") || strings.Contains(caps[0], "LOGINDISABLED") {
+	c.Send("c CAPABILITY")
+	if caps := until(c, "c"); strings.Contains(caps[0], "STARTTLS") || strings.Contains(caps[0], "LOGINDISABLED") {
 		t.Fatalf("CAPABILITY inside TLS = %q", caps)
 	}
-	c.send("d STARTTLS")
-	c.expect("d BAD")
-	c.send("e LOGIN alice demo")
-	c.expect("e OK")
+	c.Send("d STARTTLS")
+	c.Expect("d BAD")
+	c.Send("e LOGIN alice demo")
+	c.Expect("e OK")
 }
 
 func TestImplicitTLSAndBackendSTARTTLS(t *testing.T) {
-	be := startBackend(t, "mail1", func(s *imaptest.Server) { s.TLSConfig, s.AuthTLSOnly = serverTLS(), true })
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: serverTLS(), TLSMode: TLSImplicit,
-		BackendTLS: clientTLS(), BackendTLSMode: TLSStartTLS})
-	c := connect(t, addr)
-	c.startTLS()
-	c.expect("* OK [CAPABILITY ")
-	c.send("a LOGIN bob demo")
-	c.expect("a OK")
+	be := startBackend(t, "mail1", func(s *imaptest.Server) { s.TLSConfig, s.AuthTLSOnly = wiretest.ServerTLS(), true })
+	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit,
+		BackendTLS: wiretest.ClientTLS(), BackendTLSMode: TLSStartTLS})
+	c := wiretest.Dial(t, addr)
+	c.StartTLS(wiretest.ClientTLS())
+	c.Expect("* OK [CAPABILITY ")
+	c.Send("a LOGIN bob demo")
+	c.Expect("a OK")
 	if rec := be.LoginRecords(); len(rec) != 1 || !rec[0].TLS {
 		t.Fatalf("back-end logins = %+v, want one inside TLS", rec)
 	}
@@ -209,10 +211,10 @@ func TestProxyHeaderCarriesTheClientAddress(t *testing.T) {
 	be.StartOn(&proxyproto.Listener{Listener: ln})
 	t.Cleanup(be.Close)
 	addr := start(t, &Frontend{Pool: poolOf(be), ProxyVersion: 1})
-	c := connectFrom(t, "127.0.0.3", addr)
-	c.expect("* OK")
-	c.send("a LOGIN alice demo")
-	c.expect("a OK")
+	c := wiretest.DialFrom(t, "127.0.0.3", addr)
+	c.Expect("* OK")
+	c.Send("a LOGIN alice demo")
+	c.Expect("a OK")
 	if rec := be.LoginRecords(); len(rec) != 1 || !strings.HasPrefix(rec[0].RemoteAddr, "127.0.0.3:") {
 		t.Fatalf("back-end saw %+v, want the client's 127.0.0.3", rec)
 	}
@@ -222,19 +224,19 @@ func TestPipelinedAfterLoginReachesTheBackend(t *testing.T) {
 	be := startBackend(t, "mail1")
 	addr := start(t, &Frontend{Pool: poolOf(be)})
 	c := greeted(t, addr)
-	c.send("a LOGIN alice demo", "b SELECT INBOX", "c LOGOUT")
-	c.expect("a OK")
-	if lines := c.until("b"); !containsPrefix(lines, "b OK") {
+	c.Send("a LOGIN alice demo", "b SELECT INBOX", "c LOGOUT")
+	c.Expect("a OK")
+	if lines := until(c, "b"); !containsPrefix(lines, "b OK") {
 		t.Fatalf("SELECT = %q", lines)
 	}
-	c.until("c")
+	until(c, "c")
 }
 
 func TestMappedBackendDownIsUnavailable(t *testing.T) {
 	b1, b2 := startBackend(t, "mail1"), startBackend(t, "mail2")
 	pool := poolOf(b1, b2)
 	path := t.TempDir() + "/users.map"
-	writeFile(t, path, "alice mail1\n")
+	wiretest.WriteFile(t, path, "alice mail1\n")
 	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteMap, File: path}, pool, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -242,8 +244,8 @@ func TestMappedBackendDownIsUnavailable(t *testing.T) {
 	addr := start(t, &Frontend{Pool: pool, Router: r})
 	b1.Close()
 	c := greeted(t, addr)
-	c.send("a LOGIN alice demo")
-	c.expect("a NO [UNAVAILABLE]")
+	c.Send("a LOGIN alice demo")
+	c.Expect("a NO [UNAVAILABLE]")
 	if got := b2.Logins(); len(got) != 0 {
 		t.Fatalf("mail2 saw logins %q: alice was sent to someone else's server", got)
 	}
@@ -256,37 +258,37 @@ func TestBruteForceIsThrottled(t *testing.T) {
 	c := greeted(t, addr)
 	for i := 1; i <= 20; i++ {
 		tag := fmt.Sprintf("t%d", i)
-		c.send(tag + " LOGIN alice guess")
+		c.Send(tag + " LOGIN alice guess")
 		switch {
 		case i < 5:
-			c.expect(tag + " NO [AUTHENTICATIONFAILED]")
+			c.Expect(tag + " NO [AUTHENTICATIONFAILED]")
 			continue
 		case i == 5:
-			c.expect(tag + " NO [AUTHENTICATIONFAILED]")
+			c.Expect(tag + " NO [AUTHENTICATIONFAILED]")
 		default:
-			c.expect(tag + " NO [UNAVAILABLE] Too many failed logins")
+			c.Expect(tag + " NO [UNAVAILABLE] Too many failed logins")
 		}
-		c.expect("* BYE")
-		c.expectClosed()
+		c.Expect("* BYE")
+		c.ExpectClosed()
 		c = greeted(t, addr)
 	}
-	other := connectFrom(t, "127.0.0.2", addr)
-	other.expect("* OK")
-	other.send("a LOGIN bob demo")
-	other.expect("a OK")
+	other := wiretest.DialFrom(t, "127.0.0.2", addr)
+	other.Expect("* OK")
+	other.Send("a LOGIN bob demo")
+	other.Expect("a OK")
 }
 
 func TestGoodbyeOnShutdownAndRefusal(t *testing.T) {
-	srv := &proxy.Server{Name: "imap", Handler: &Frontend{Pool: poolOf()}, Log: quiet, MaxPerIP: 1}
-	addr := startServer(t, srv)
+	srv := &proxy.Server{Name: "imap", Handler: &Frontend{Pool: poolOf(), Log: quiet}, Log: quiet, MaxPerIP: 1}
+	addr := wiretest.Serve(t, srv)
 	c := greeted(t, addr)
-	extra := connect(t, addr)
-	extra.expect("* BYE [UNAVAILABLE] Too many connections")
+	extra := wiretest.Dial(t, addr)
+	extra.Expect("* BYE [UNAVAILABLE] Too many connections")
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	go srv.Shutdown(ctx)
-	c.expect("* BYE [UNAVAILABLE] Server shutting down")
-	c.expectClosed()
+	c.Expect("* BYE [UNAVAILABLE] Server shutting down")
+	c.ExpectClosed()
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -3,8 +3,6 @@ package pop3
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/dovecottest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
@@ -38,7 +38,7 @@ print(json.dumps({"count": n, "subjects": subjects}))
 `
 
 // dovecotPool is a pool over Dovecot instances' plain POP3 listeners.
-func dovecotPool(ds ...*dovecot) *proxy.Pool {
+func dovecotPool(ds ...*dovecottest.Server) *proxy.Pool {
 	p := &proxy.Pool{Name: "pop3", ConnectTimeout: wait}
 	for _, d := range ds {
 		p.Backends = append(p.Backends, proxy.NewBackend(d.Name, d.POP3, 1))
@@ -50,7 +50,7 @@ func dovecotPool(ds ...*dovecot) *proxy.Pool {
 func mapRouter(t testing.TB, pool *proxy.Pool, body string) (proxy.Router, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "users.map")
-	writeFile(t, path, body)
+	wiretest.WriteFile(t, path, body)
 	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteMap, File: path, Reload: time.Nanosecond}, pool, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +65,11 @@ type poplibResult struct {
 
 func poplib(t testing.TB, addr, mode, user string) poplibResult {
 	t.Helper()
-	py := needTool(t, "python3", "python3")
+	py := wiretest.NeedTool(t, "python3", "python3")
 	host, port, _ := strings.Cut(addr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, py, "-c", poplibScript, host, port, mode, user, "demo", certPEM(t)).CombinedOutput()
+	out, err := exec.CommandContext(ctx, py, "-c", poplibScript, host, port, mode, user, "demo", wiretest.CertPEM(t)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("poplib %s as %s: %v\n%s", mode, user, err, out)
 	}
@@ -81,11 +81,11 @@ func poplib(t testing.TB, addr, mode, user string) poplibResult {
 }
 
 func TestIntegrationPoplibAndCurlReachEachUsersDovecot(t *testing.T) {
-	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "bob")
+	mail1, mail2 := dovecottest.Start(t, "mail1", "alice"), dovecottest.Start(t, "mail2", "bob")
 	pool := dovecotPool(mail1, mail2)
 	r, _ := mapRouter(t, pool, "alice mail1\nbob mail2\n")
-	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: serverTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
-	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: serverTLS(), TLSMode: TLSImplicit})
+	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit})
 	for _, tc := range []struct{ addr, mode, user, subject string }{
 		{starttls, "stls", "alice", "Subject: alice on mail1"},
 		{starttls, "stls", "bob", "Subject: bob on mail2"},
@@ -97,9 +97,9 @@ func TestIntegrationPoplibAndCurlReachEachUsersDovecot(t *testing.T) {
 			t.Errorf("poplib %s as %s got %+v, want one message %q", tc.mode, tc.user, res, tc.subject)
 		}
 	}
-	curl := needTool(t, "curl", "curl")
+	curl := wiretest.NeedTool(t, "curl", "curl")
 	for url, user := range map[string]string{"pop3s://" + implicit + "/1": "bob", "pop3://" + starttls + "/1": "alice"} {
-		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", certPEM(t), "-u", user+":demo", url).CombinedOutput()
+		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", wiretest.CertPEM(t), "-u", user+":demo", url).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
 			t.Errorf("curl %s as %s: %v\n%s", url, user, err, out)
 		}
@@ -107,54 +107,54 @@ func TestIntegrationPoplibAndCurlReachEachUsersDovecot(t *testing.T) {
 }
 
 func TestIntegrationMoveAMailboxByEditingTheMap(t *testing.T) {
-	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "alice")
+	mail1, mail2 := dovecottest.Start(t, "mail1", "alice"), dovecottest.Start(t, "mail2", "alice")
 	pool := dovecotPool(mail1, mail2)
 	r, path := mapRouter(t, pool, "alice mail1\n")
 	addr := start(t, &Frontend{Pool: pool, Router: r})
 	before := loggedIn(t, addr, "alice")
-	before.send("RETR 1")
-	before.expect("+OK")
-	if body := before.multiline(); !contains(body, "Subject: alice on mail1") {
+	before.Send("RETR 1")
+	before.Expect("+OK")
+	if body := multiline(before); !contains(body, "Subject: alice on mail1") {
 		t.Fatalf("before the move: %q", body)
 	}
 	// The move: one line in the file, no restart.
-	writeFile(t, path, "alice mail2 # moved\n")
+	wiretest.WriteFile(t, path, "alice mail2 # moved\n")
 	bumpMtime(t, path)
 	after := loggedIn(t, addr, "alice")
-	after.send("RETR 1")
-	after.expect("+OK")
-	if body := after.multiline(); !contains(body, "Subject: alice on mail2") {
+	after.Send("RETR 1")
+	after.Expect("+OK")
+	if body := multiline(after); !contains(body, "Subject: alice on mail2") {
 		t.Fatalf("after the move the next login reached %q, want mail2", body)
 	}
 	// The session opened before the move still talks to mail1.
-	before.send("RETR 1")
-	before.expect("+OK")
-	if body := before.multiline(); !contains(body, "Subject: alice on mail1") {
+	before.Send("RETR 1")
+	before.Expect("+OK")
+	if body := multiline(before); !contains(body, "Subject: alice on mail1") {
 		t.Fatalf("the session in progress was moved: %q", body)
 	}
-	before.send("QUIT")
-	before.expect("+OK")
+	before.Send("QUIT")
+	before.Expect("+OK")
 }
 
 func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
-	d := startDovecot(t, "mail1", "alice", "bob")
+	d := dovecottest.Start(t, "mail1", "alice", "bob")
 	// XCLIENT on the plain listener.
 	xclient := start(t, &Frontend{Pool: dovecotPool(d), Config: Config{Forward: ForwardXClient}})
-	c := connectFrom(t, "127.0.0.5", xclient)
-	c.expect("+OK")
-	c.send("USER alice", "PASS demo")
-	c.expect("+OK")
-	c.expect("+OK")
-	d.waitLog(t, "user=<alice>, method=PLAIN, rip=127.0.0.5,")
+	c := wiretest.DialFrom(t, "127.0.0.5", xclient)
+	c.Expect("+OK")
+	c.Send("USER alice", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("+OK")
+	d.WaitLog(t, "user=<alice>, method=PLAIN, rip=127.0.0.5,")
 	// A PROXY v2 header on the haproxy listener.
 	pool := &proxy.Pool{Name: "pop3", Backends: []*proxy.Backend{proxy.NewBackend("mail1", d.POP3Proxy, 1)}}
 	proxied := start(t, &Frontend{Pool: pool, ProxyVersion: 2})
-	c = connectFrom(t, "127.0.0.6", proxied)
-	c.expect("+OK")
-	c.send("USER bob", "PASS demo")
-	c.expect("+OK")
-	c.expect("+OK")
-	d.waitLog(t, "user=<bob>, method=PLAIN, rip=127.0.0.6,")
+	c = wiretest.DialFrom(t, "127.0.0.6", proxied)
+	c.Expect("+OK")
+	c.Send("USER bob", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("+OK")
+	d.WaitLog(t, "user=<bob>, method=PLAIN, rip=127.0.0.6,")
 }
 
 // Dovecot delays further logins from an address that failed one (its
@@ -162,38 +162,26 @@ func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
 // own address, which XCLIENT passes on. Throttling 20 attempts is shown
 // against pop3test in TestBruteForceIsThrottledPerAddress.
 func TestIntegrationUnknownUserAndWrongPasswordReadAlike(t *testing.T) {
-	d := startDovecot(t, "mail1", "alice")
+	d := dovecottest.Start(t, "mail1", "alice")
 	addr := start(t, &Frontend{Pool: dovecotPool(d), Throttle: &proxy.Throttle{Delay: time.Millisecond},
 		Config: Config{Forward: ForwardXClient}})
 	reply := func(src, user string) string {
-		c := connectFrom(t, src, addr)
-		c.expect("+OK")
-		c.send("USER "+user, "PASS wrong")
-		c.expect("+OK")
-		return c.line()
+		c := wiretest.DialFrom(t, src, addr)
+		c.Expect("+OK")
+		c.Send("USER "+user, "PASS wrong")
+		c.Expect("+OK")
+		return c.Line()
 	}
 	wrong, unknown := reply("127.0.0.7", "alice"), reply("127.0.0.8", "nosuchuser")
 	if wrong != unknown || !strings.HasPrefix(wrong, "-ERR [AUTH]") {
 		t.Fatalf("wrong password got %q, unknown user %q", wrong, unknown)
 	}
-	d.waitLog(t, "passwd-file(nosuchuser,127.0.0.8,")
+	d.WaitLog(t, "passwd-file(nosuchuser,127.0.0.8,")
 }
 
 func TestIntegrationHTTPRouting(t *testing.T) {
-	mail1, mail2 := startDovecot(t, "mail1", "alice"), startDovecot(t, "mail2", "bob")
-	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		servers := map[string]*dovecot{"alice": mail1, "bob": mail2}
-		d, ok := servers[r.Header.Get("Auth-User")]
-		if !ok || r.Header.Get("Auth-Pass") != "demo" || r.Header.Get("Auth-Protocol") != "pop3" {
-			w.Header().Set("Auth-Status", "Invalid login or password")
-			w.Header().Set("Auth-Wait", "1")
-			return
-		}
-		host, port, _ := strings.Cut(d.POP3, ":")
-		w.Header().Set("Auth-Status", "OK")
-		w.Header().Set("Auth-Server", host)
-		w.Header().Set("Auth-Port", port)
-	}))
+	mail1, mail2 := dovecottest.Start(t, "mail1", "alice"), dovecottest.Start(t, "mail2", "bob")
+	auth := dovecottest.AuthHTTP("pop3", map[string]string{"alice": mail1.POP3, "bob": mail2.POP3})
 	defer auth.Close()
 	pool := dovecotPool(mail1, mail2)
 	// No cache: every login asks, so the outage below is seen at once.
@@ -204,22 +192,22 @@ func TestIntegrationHTTPRouting(t *testing.T) {
 	addr := start(t, &Frontend{Pool: pool, Router: r})
 	for user, want := range map[string]string{"alice": "Subject: alice on mail1", "bob": "Subject: bob on mail2"} {
 		c := loggedIn(t, addr, user)
-		c.send("RETR 1")
-		c.expect("+OK")
-		if body := c.multiline(); !contains(body, want) {
+		c.Send("RETR 1")
+		c.Expect("+OK")
+		if body := multiline(c); !contains(body, want) {
 			t.Errorf("%s reached %q, want %q", user, body, want)
 		}
 	}
 	// Auth-Status failure with Auth-Wait: -ERR, and the client may retry.
 	c := greeted(t, addr)
-	c.send("USER alice", "PASS wrong")
-	c.expect("+OK")
-	c.expect("-ERR [AUTH] Invalid login or password")
+	c.Send("USER alice", "PASS wrong")
+	c.Expect("+OK")
+	c.Expect("-ERR [AUTH] Invalid login or password")
 	// The lookup down: a temporary error, never a guess.
 	auth.Close()
-	c.send("USER bob", "PASS demo")
-	c.expect("+OK")
-	c.expect("-ERR [SYS/TEMP]")
+	c.Send("USER bob", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("-ERR [SYS/TEMP]")
 }
 
 // bumpMtime moves a file's modification time forward, as an edit a second

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/pires/go-proxyproto"
@@ -19,26 +20,26 @@ func TestLoginUserPassThenSplice(t *testing.T) {
 	be := startBackend(t, "mail1")
 	addr := start(t, &Frontend{Pool: poolOf(be)})
 	c := greeted(t, addr)
-	c.send("CAPA")
-	c.expect("+OK")
-	caps := c.multiline()
+	c.Send("CAPA")
+	c.Expect("+OK")
+	caps := multiline(c)
 	// No TLS is configured, so no STLS; USER and SASL are offered.
 	if contains(caps, "STLS") || !contains(caps, "USER") || !contains(caps, "SASL PLAIN LOGIN") || !contains(caps, "UIDL") {
 		t.Fatalf("CAPA = %q", caps)
 	}
-	c.send("USER alice")
-	c.expect("+OK")
-	c.send("PASS demo")
+	c.Send("USER alice")
+	c.Expect("+OK")
+	c.Send("PASS demo")
 	// The back-end's own +OK reaches the client: the session is spliced.
-	c.expect("+OK mail1: alice has 1 messages")
-	c.send("RETR 1")
-	c.expect("+OK")
-	if body := c.multiline(); !contains(body, "Subject: for alice on mail1") {
+	c.Expect("+OK mail1: alice has 1 messages")
+	c.Send("RETR 1")
+	c.Expect("+OK")
+	if body := multiline(c); !contains(body, "Subject: for alice on mail1") {
 		t.Fatalf("RETR 1 = %q", body)
 	}
-	c.send("QUIT")
-	c.expect("+OK mail1 POP3 server signing off")
-	c.expectClosed()
+	c.Send("QUIT")
+	c.Expect("+OK mail1 POP3 server signing off")
+	c.ExpectClosed()
 	if got := be.Logins(); len(got) != 1 || got[0] != "alice" {
 		t.Fatalf("back-end logins = %q", got)
 	}
@@ -63,8 +64,8 @@ func TestAuthMechanisms(t *testing.T) {
 			addr := start(t, &Frontend{Pool: poolOf(startBackend(t, "mail1"))})
 			c := greeted(t, addr)
 			for _, s := range steps {
-				c.send(s[0])
-				c.expect(s[1])
+				c.Send(s[0])
+				c.Expect(s[1])
 			}
 		})
 	}
@@ -75,9 +76,9 @@ func TestWrongPasswordAndUnknownUserGetTheSameReply(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf(be)})
 	reply := func(user, pass string) string {
 		c := greeted(t, addr)
-		c.send("USER "+user, "PASS "+pass)
-		c.expect("+OK")
-		return c.expect("-ERR [AUTH]")
+		c.Send("USER "+user, "PASS "+pass)
+		c.Expect("+OK")
+		return c.Expect("-ERR [AUTH]")
 	}
 	wrong, unknown := reply("alice", "guess"), reply("mallory", "demo")
 	if wrong != unknown {
@@ -89,12 +90,12 @@ func TestOnlyAuthorizationCommandsBeforeLogin(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf()})
 	c := greeted(t, addr)
 	for _, cmd := range []string{"STAT", "LIST", "RETR 1", "NOOP", "APOP alice 0123456789abcdef", "PASS demo", "STLS", "AUTH CRAM-MD5"} {
-		c.send(cmd)
-		c.expect("-ERR")
+		c.Send(cmd)
+		c.Expect("-ERR")
 	}
-	c.send("QUIT")
-	c.expect("+OK")
-	c.expectClosed()
+	c.Send("QUIT")
+	c.Expect("+OK")
+	c.ExpectClosed()
 }
 
 func TestPipelinedLoginAndCommands(t *testing.T) {
@@ -103,62 +104,62 @@ func TestPipelinedLoginAndCommands(t *testing.T) {
 	c := greeted(t, addr)
 	// One write: gatehouse reads STAT ahead of the splice and must hand it
 	// to the back-end after the login.
-	c.send("USER alice", "PASS demo", "STAT", "QUIT")
-	c.expect("+OK")
-	c.expect("+OK mail1: alice")
-	c.expect("+OK 1 ")
-	c.expect("+OK mail1 POP3 server signing off")
+	c.Send("USER alice", "PASS demo", "STAT", "QUIT")
+	c.Expect("+OK")
+	c.Expect("+OK mail1: alice")
+	c.Expect("+OK 1 ")
+	c.Expect("+OK mail1 POP3 server signing off")
 }
 
 func TestSTLSAtTheEdgeDiscardsInjectedCommands(t *testing.T) {
 	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: serverTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
 	c := greeted(t, addr)
-	c.send("CAPA")
-	c.expect("+OK")
+	c.Send("CAPA")
+	c.Expect("+OK")
 	// TLS is required, so before it only STLS is offered for logging in.
-	if caps := c.multiline(); !contains(caps, "STLS") || contains(caps, "USER") || contains(caps, "SASL PLAIN LOGIN") {
+	if caps := multiline(c); !contains(caps, "STLS") || contains(caps, "USER") || contains(caps, "SASL PLAIN LOGIN") {
 		t.Fatalf("CAPA before TLS = %q", caps)
 	}
-	c.send("USER alice")
-	c.expect("-ERR [AUTH] Plaintext authentication disallowed")
+	c.Send("USER alice")
+	c.Expect("-ERR [AUTH] Plaintext authentication disallowed")
 	// The injection probe: CAPA pipelined behind STLS in one write must
 	// never be answered, neither in clear nor inside TLS.
-	c.send("STLS", "CAPA")
-	c.expect("+OK Begin TLS")
-	c.startTLS()
-	c.expectSilence(200 * time.Millisecond)
-	c.send("CAPA")
-	c.expect("+OK")
-	if caps := c.multiline(); contains(caps, "STLS") || !contains(caps, "USER") {
+	c.Send("STLS", "CAPA")
+	c.Expect("+OK Begin TLS")
+	c.StartTLS(wiretest.ClientTLS())
+	c.ExpectSilence(200 * time.Millisecond)
+	c.Send("CAPA")
+	c.Expect("+OK")
+	if caps := multiline(c); contains(caps, "STLS") || !contains(caps, "USER") {
 		t.Fatalf("CAPA inside TLS = %q", caps)
 	}
-	c.send("STLS")
-	c.expect("-ERR")
-	c.send("USER alice", "PASS demo", "STAT")
-	c.expect("+OK")
-	c.expect("+OK mail1: alice")
-	c.expect("+OK 1 ")
+	c.Send("STLS")
+	c.Expect("-ERR")
+	c.Send("USER alice", "PASS demo", "STAT")
+	c.Expect("+OK")
+	c.Expect("+OK mail1: alice")
+	c.Expect("+OK 1 ")
 }
 
 func TestImplicitTLS(t *testing.T) {
 	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: serverTLS(), TLSMode: TLSImplicit, TLSRequired: true})
-	c := connect(t, addr)
-	c.startTLS()
-	c.expect("+OK POP3 ready")
-	c.send("AUTH PLAIN " + b64("\x00bob\x00demo"))
-	c.expect("+OK mail1: bob")
-	c.send("RETR 1")
-	c.expect("+OK")
-	if body := c.multiline(); !contains(body, "Subject: for bob on mail1") {
+	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit, TLSRequired: true})
+	c := wiretest.Dial(t, addr)
+	c.StartTLS(wiretest.ClientTLS())
+	c.Expect("+OK POP3 ready")
+	c.Send("AUTH PLAIN " + b64("\x00bob\x00demo"))
+	c.Expect("+OK mail1: bob")
+	c.Send("RETR 1")
+	c.Expect("+OK")
+	if body := multiline(c); !contains(body, "Subject: for bob on mail1") {
 		t.Fatalf("RETR 1 = %q", body)
 	}
 }
 
 func TestBackendSTLSAndPlainLogin(t *testing.T) {
-	be := startBackend(t, "mail1", func(s *pop3test.Server) { s.TLSConfig, s.AuthTLSOnly = serverTLS(), true })
-	addr := start(t, &Frontend{Pool: poolOf(be), BackendTLS: clientTLS(), BackendTLSMode: TLSStartTLS,
+	be := startBackend(t, "mail1", func(s *pop3test.Server) { s.TLSConfig, s.AuthTLSOnly = wiretest.ServerTLS(), true })
+	addr := start(t, &Frontend{Pool: poolOf(be), BackendTLS: wiretest.ClientTLS(), BackendTLSMode: TLSStartTLS,
 		Config: Config{BackendLogin: LoginPlain}})
 	loggedIn(t, addr, "alice")
 	rec := be.LoginRecords()
@@ -177,11 +178,11 @@ func TestProxyHeaderCarriesTheClientAddress(t *testing.T) {
 	be.StartOn(&proxyproto.Listener{Listener: ln})
 	t.Cleanup(be.Close)
 	addr := start(t, &Frontend{Pool: poolOf(be), ProxyVersion: 2})
-	c := connectFrom(t, "127.0.0.3", addr)
-	c.expect("+OK")
-	c.send("USER alice", "PASS demo")
-	c.expect("+OK")
-	c.expect("+OK mail1: alice")
+	c := wiretest.DialFrom(t, "127.0.0.3", addr)
+	c.Expect("+OK")
+	c.Send("USER alice", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("+OK mail1: alice")
 	if rec := be.LoginRecords(); len(rec) != 1 || !strings.HasPrefix(rec[0].RemoteAddr, "127.0.0.3:") {
 		t.Fatalf("back-end saw %+v, want the client's 127.0.0.3", rec)
 	}
@@ -194,24 +195,24 @@ func TestHashRoutingSpreadsUsersAndFailsOver(t *testing.T) {
 	want, _ := (&proxy.HashRouter{Pool: pool}).Route(context.Background(), proxy.RouteQuery{User: "alice"})
 	first, second := want.Order[0].Name, want.Order[1].Name
 	c := loggedIn(t, addr, "alice")
-	c.send("RETR 1")
-	c.expect("+OK")
-	if body := c.multiline(); !contains(body, "Subject: for alice on "+first) {
+	c.Send("RETR 1")
+	c.Expect("+OK")
+	if body := multiline(c); !contains(body, "Subject: for alice on "+first) {
 		t.Fatalf("alice reached %q, want her hash owner %s", body, first)
 	}
 	// Her owner stops answering: the next in her order takes the login.
 	want.Order[0].SetHealthy(false)
 	c = greeted(t, addr)
-	c.send("USER alice", "PASS demo")
-	c.expect("+OK")
-	c.expect("+OK " + second + ": alice")
+	c.Send("USER alice", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("+OK " + second + ": alice")
 }
 
 func TestMappedBackendDownIsTemporary(t *testing.T) {
 	b1, b2 := startBackend(t, "mail1"), startBackend(t, "mail2")
 	pool := poolOf(b1, b2)
 	path := t.TempDir() + "/users.map"
-	writeFile(t, path, "alice mail1\n")
+	wiretest.WriteFile(t, path, "alice mail1\n")
 	r, err := proxy.NewRouter(proxy.RouteConfig{By: proxy.RouteMap, File: path}, pool, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -219,9 +220,9 @@ func TestMappedBackendDownIsTemporary(t *testing.T) {
 	addr := start(t, &Frontend{Pool: pool, Router: r})
 	b1.Close() // alice's server is gone; mail2 holds an empty mailbox for her
 	c := greeted(t, addr)
-	c.send("USER alice", "PASS demo")
-	c.expect("+OK")
-	c.expect("-ERR [SYS/TEMP]")
+	c.Send("USER alice", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("-ERR [SYS/TEMP]")
 	if got := b2.Logins(); len(got) != 0 {
 		t.Fatalf("mail2 saw logins %q: alice was sent to someone else's server", got)
 	}
@@ -233,67 +234,67 @@ func TestBruteForceIsThrottledPerAddress(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf(be), Throttle: th})
 	c := greeted(t, addr)
 	for i := 1; i <= 20; i++ {
-		c.send("USER alice", "PASS guess")
-		c.expect("+OK")
+		c.Send("USER alice", "PASS guess")
+		c.Expect("+OK")
 		if i == 5 {
 			// The fifth failure blocks the address: answered, then closed.
-			c.expect("-ERR [AUTH]")
-			c.expectClosed()
+			c.Expect("-ERR [AUTH]")
+			c.ExpectClosed()
 			c = greeted(t, addr)
 			continue
 		}
 		if i > 5 {
 			// Blocked: refused without asking the back-end, even for the
 			// right password.
-			c.expect("-ERR [SYS/TEMP] Too many failed logins")
-			c.expectClosed()
+			c.Expect("-ERR [SYS/TEMP] Too many failed logins")
+			c.ExpectClosed()
 			c = greeted(t, addr)
 			continue
 		}
-		c.expect("-ERR [AUTH]")
+		c.Expect("-ERR [AUTH]")
 	}
-	c.send("USER bob", "PASS demo")
-	c.expect("+OK")
-	c.expect("-ERR [SYS/TEMP] Too many failed logins")
+	c.Send("USER bob", "PASS demo")
+	c.Expect("+OK")
+	c.Expect("-ERR [SYS/TEMP] Too many failed logins")
 	// Another address with another user is not affected.
-	other := connectFrom(t, "127.0.0.2", addr)
-	other.expect("+OK POP3 ready")
-	other.send("USER bob", "PASS demo")
-	other.expect("+OK")
-	other.expect("+OK mail1: bob")
+	other := wiretest.DialFrom(t, "127.0.0.2", addr)
+	other.Expect("+OK POP3 ready")
+	other.Send("USER bob", "PASS demo")
+	other.Expect("+OK")
+	other.Expect("+OK mail1: bob")
 }
 
 func TestPreauthLimits(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf(), Config: Config{MaxLine: 100, MaxCommands: 3, PreauthTimeout: 300 * time.Millisecond}})
 	c := greeted(t, addr)
-	c.send("USER " + strings.Repeat("x", 200))
-	c.expect("-ERR Line too long")
-	c.expectClosed()
+	c.Send("USER " + strings.Repeat("x", 200))
+	c.Expect("-ERR Line too long")
+	c.ExpectClosed()
 
 	c = greeted(t, addr)
-	c.send("NOOP", "NOOP", "NOOP", "NOOP")
-	c.expect("-ERR")
-	c.expect("-ERR")
-	c.expect("-ERR")
-	c.expect("-ERR Too many commands")
-	c.expectClosed()
+	c.Send("NOOP", "NOOP", "NOOP", "NOOP")
+	c.Expect("-ERR")
+	c.Expect("-ERR")
+	c.Expect("-ERR")
+	c.Expect("-ERR Too many commands")
+	c.ExpectClosed()
 
 	c = greeted(t, addr)
-	c.expect("-ERR Disconnected for inactivity")
-	c.expectClosed()
+	c.Expect("-ERR Disconnected for inactivity")
+	c.ExpectClosed()
 }
 
 func TestGoodbyeOnShutdownAndRefusal(t *testing.T) {
-	srv := &proxy.Server{Name: "pop3", Handler: &Frontend{Pool: poolOf()}, Log: quiet, MaxPerIP: 1}
-	addr := startServer(t, srv)
+	srv := &proxy.Server{Name: "pop3", Handler: &Frontend{Pool: poolOf(), Log: quiet}, Log: quiet, MaxPerIP: 1}
+	addr := wiretest.Serve(t, srv)
 	c := greeted(t, addr)
-	extra := connect(t, addr)
-	extra.expect("-ERR [SYS/TEMP] Too many connections")
+	extra := wiretest.Dial(t, addr)
+	extra.Expect("-ERR [SYS/TEMP] Too many connections")
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	go srv.Shutdown(ctx)
-	c.expect("-ERR [SYS/TEMP] Server shutting down")
-	c.expectClosed()
+	c.Expect("-ERR [SYS/TEMP] Server shutting down")
+	c.ExpectClosed()
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -312,9 +313,9 @@ func TestConfigValidate(t *testing.T) {
 func TestOverlongSASLResponseEndsTheSession(t *testing.T) {
 	addr := start(t, &Frontend{Pool: poolOf(), Config: Config{MaxLine: 100}})
 	c := greeted(t, addr)
-	c.send("AUTH PLAIN")
-	c.expect("+ ")
-	c.send(strings.Repeat("QUFB", 50))
-	c.expect("-ERR Line too long")
-	c.expectClosed()
+	c.Send("AUTH PLAIN")
+	c.Expect("+ ")
+	c.Send(strings.Repeat("QUFB", 50))
+	c.Expect("-ERR Line too long")
+	c.ExpectClosed()
 }

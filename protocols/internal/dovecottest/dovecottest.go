@@ -1,8 +1,10 @@
-package pop3
+// Package dovecottest runs real Dovecot instances for tests: each on its
+// own loopback ports, with its own configuration, passwd-file users
+// (password "demo") and Maildirs, stopped when the test ends.
+package dovecottest
 
 import (
 	"bytes"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -12,11 +14,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 )
 
-// dovecot is a Dovecot instance a test runs on loopback ports, with its own
-// configuration, passwd-file users (password "demo") and Maildirs.
-type dovecot struct {
+// Server is a Dovecot instance a test runs on loopback ports.
+type Server struct {
+	// Name names the instance; each user's first message says it.
 	Name string
 	// POP3 and IMAP are plain listeners; POP3Proxy and IMAPProxy want a
 	// PROXY header (haproxy = yes).
@@ -27,10 +31,10 @@ type dovecot struct {
 // mailUID owns the Maildirs: Dovecot refuses to serve mail as root.
 const mailUID = 65534
 
-// startDovecot runs Dovecot with the given users, each with one message
-// whose subject is "<user> on <name>". It fails the test, naming the
-// Debian packages, when Dovecot is not installed.
-func startDovecot(t testing.TB, name string, users ...string) *dovecot {
+// Start runs Dovecot with the given users, each with one message whose
+// subject is "<user> on <name>", until the test ends. It fails the test,
+// naming the Debian packages, when Dovecot is not installed.
+func Start(t testing.TB, name string, users ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("dovecot")
 	if err != nil {
@@ -43,12 +47,12 @@ func startDovecot(t testing.TB, name string, users ...string) *dovecot {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	d := &dovecot{Name: name, dir: dir, POP3: freeAddr(t), IMAP: freeAddr(t), POP3Proxy: freeAddr(t), IMAPProxy: freeAddr(t)}
+	d := &Server{Name: name, dir: dir, POP3: freeAddr(t), IMAP: freeAddr(t), POP3Proxy: freeAddr(t), IMAPProxy: freeAddr(t)}
 	for _, u := range users {
 		d.AddMessage(t, u, "Subject: "+u+" on "+name+"\r\n\r\nhello from "+name+"\r\n")
 	}
-	writeFile(t, filepath.Join(dir, "passwd"), passwdFile(users))
-	writeFile(t, filepath.Join(dir, "dovecot.conf"), d.config())
+	wiretest.WriteFile(t, filepath.Join(dir, "passwd"), passwdFile(users))
+	wiretest.WriteFile(t, filepath.Join(dir, "dovecot.conf"), d.config())
 	cmd := exec.Command(bin, "-F", "-c", filepath.Join(dir, "dovecot.conf"))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -63,7 +67,7 @@ func startDovecot(t testing.TB, name string, users ...string) *dovecot {
 }
 
 // AddMessage delivers a message to user's Maildir (new/), as an MDA would.
-func (d *dovecot) AddMessage(t testing.TB, user, msg string) {
+func (d *Server) AddMessage(t testing.TB, user, msg string) {
 	t.Helper()
 	home := filepath.Join(d.dir, "mail", user)
 	for _, sub := range []string{"cur", "new", "tmp"} {
@@ -72,22 +76,23 @@ func (d *dovecot) AddMessage(t testing.TB, user, msg string) {
 		}
 	}
 	name := fmt.Sprintf("%d.M%dP1.gatehouse", time.Now().UnixNano(), len(msg))
-	writeFile(t, filepath.Join(home, "Maildir", "new", name), msg)
+	wiretest.WriteFile(t, filepath.Join(home, "Maildir", "new", name), msg)
 	filepath.Walk(filepath.Join(d.dir, "mail"), func(p string, _ os.FileInfo, _ error) error {
 		return os.Chown(p, mailUID, mailUID)
 	})
 }
 
 // Log returns what Dovecot has logged so far.
-func (d *dovecot) Log() string {
+func (d *Server) Log() string {
 	b, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
 	return string(b)
 }
 
-// waitLog waits until Dovecot's log holds s.
-func (d *dovecot) waitLog(t testing.TB, s string) {
+// WaitLog waits up to wiretest.Wait until Dovecot's log holds s, and fails
+// the test, showing the log, if it never does.
+func (d *Server) WaitLog(t testing.TB, s string) {
 	t.Helper()
-	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(wiretest.Wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if strings.Contains(d.Log(), s) {
 			return
 		}
@@ -95,7 +100,7 @@ func (d *dovecot) waitLog(t testing.TB, s string) {
 	t.Fatalf("dovecot %s never logged %q; its log:\n%s", d.Name, s, d.Log())
 }
 
-func (d *dovecot) config() string {
+func (d *Server) config() string {
 	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 	return fmt.Sprintf(`base_dir = %[1]s/run
 state_dir = %[1]s/state
@@ -184,7 +189,7 @@ func waitGreeting(addr, prefix string) error {
 	return err
 }
 
-// stopProcess ends a peer the test started: SIGTERM, then SIGKILL.
+// stopProcess ends Dovecot: SIGTERM, then SIGKILL.
 func stopProcess(cmd *exec.Cmd) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
@@ -195,23 +200,4 @@ func stopProcess(cmd *exec.Cmd) {
 		cmd.Process.Kill()
 		<-done
 	}
-}
-
-// certPEM writes the test certificate to a file a client can trust.
-func certPEM(t testing.TB) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, path, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: testCert().Certificate[0]})))
-	return path
-}
-
-// needTool fails the test, naming the Debian package, when a peer
-// binary is missing.
-func needTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found (%v): install the Debian package %s", name, err, pkg)
-	}
-	return p
 }

@@ -1,0 +1,85 @@
+package wiretest
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+)
+
+// Main runs the tests of a package and exits. It fails the package when
+// goroutines outlive the tests: every session, splice and watcher a test
+// starts must have ended. A -fuzz run, whose engine keeps goroutines of its
+// own, is not checked.
+func Main(m *testing.M) {
+	before := runtime.NumGoroutine()
+	code := m.Run()
+	if code == 0 && !fuzzing() && !settled(before, 5*time.Second) {
+		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// fuzzing reports a -fuzz run.
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	w := flag.Lookup("test.fuzzworker")
+	return (f != nil && f.Value.String() != "") || (w != nil && w.Value.String() == "true")
+}
+
+// settled waits up to d for the goroutine count to fall to at most n.
+func settled(n int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); runtime.NumGoroutine() > n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// CloseWithin runs closeServer and fails the test if it does not return
+// within Wait.
+func CloseWithin(t testing.TB, closeServer func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		closeServer()
+	}()
+	select {
+	case <-done:
+	case <-time.After(Wait):
+		t.Fatal("Close did not return")
+	}
+}
+
+// GoroutinesGone fails the test if, shortly after a server's Close, a
+// goroutine's stack still holds one of the needles (function names such as
+// "pop3test.(*Server)").
+func GoroutinesGone(t testing.TB, needles ...string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := buf[:runtime.Stack(buf, true)]
+		var found []byte
+		for _, n := range needles {
+			if i := bytes.Index(stacks, []byte(n)); i >= 0 {
+				found = stacks[max(0, i-200):min(len(stacks), i+200)]
+			}
+		}
+		if found == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server goroutine still running after Close:\n%s", found)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

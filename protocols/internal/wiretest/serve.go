@@ -1,0 +1,98 @@
+package wiretest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/proxy"
+)
+
+// Serve runs srv on 127.0.0.1:0 and returns its address. When the test
+// ends, srv is shut down (bounded by Wait) and Serve must have returned
+// proxy.ErrServerClosed.
+func Serve(t testing.TB, srv *proxy.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), Wait)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-done; !errors.Is(err, proxy.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// ScriptConn is a client connection that sends a fixed script and records
+// what the server answers: a fuzz target needs no sockets or timing. It
+// comes from 192.0.2.7:51234 to 127.0.0.1 on LocalPort; deadlines are
+// ignored.
+type ScriptConn struct {
+	In        *bytes.Reader
+	Out       bytes.Buffer
+	LocalPort int
+}
+
+// Script returns a connection that sends script to port localPort.
+func Script(script []byte, localPort int) *ScriptConn {
+	return &ScriptConn{In: bytes.NewReader(script), LocalPort: localPort}
+}
+
+// Read implements net.Conn: it reads the script.
+func (c *ScriptConn) Read(b []byte) (int, error) { return c.In.Read(b) }
+
+// Write implements net.Conn: it records the answer in Out.
+func (c *ScriptConn) Write(b []byte) (int, error) { return c.Out.Write(b) }
+
+// Close implements net.Conn; it does nothing.
+func (c *ScriptConn) Close() error { return nil }
+
+// LocalAddr implements net.Conn: 127.0.0.1 on LocalPort.
+func (c *ScriptConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.LocalPort}
+}
+
+// RemoteAddr implements net.Conn: 192.0.2.7:51234.
+func (c *ScriptConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 51234}
+}
+
+// SetDeadline implements net.Conn; it does nothing.
+func (c *ScriptConn) SetDeadline(time.Time) error { return nil }
+
+// SetReadDeadline implements net.Conn; it does nothing.
+func (c *ScriptConn) SetReadDeadline(time.Time) error { return nil }
+
+// SetWriteDeadline implements net.Conn; it does nothing.
+func (c *ScriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// WriteFile writes body to path or fails the test.
+func WriteFile(t testing.TB, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// NeedTool returns the path of a real peer's binary, or fails the test
+// naming the Debian package that provides it.
+func NeedTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found (%v): install the Debian package %s", name, err, pkg)
+	}
+	return p
+}
