@@ -33,6 +33,8 @@ import (
 
 	stdtls "crypto/tls"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/testserver"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
@@ -60,13 +62,10 @@ type Server struct {
 	// Logger receives the server's log lines. nil discards them.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	users   map[string]*imapmemserver.User
-	logins  []Login
-	ln      *listener
-	served  chan struct{}
+	life   testserver.Lifecycle
+	mu     sync.Mutex
+	users  map[string]*imapmemserver.User
+	logins []Login
 }
 
 // Login is a successful login, by LOGIN or AUTHENTICATE PLAIN.
@@ -101,7 +100,7 @@ func (s *Server) AddUser(name, password string, messages ...[]byte) {
 		panic(fmt.Sprintf("imaptest: creating INBOX for %s: %v", name, err)) // a fresh user has no INBOX yet
 	}
 	for _, m := range messages {
-		if _, err := u.Append("INBOX", bytes.NewReader(crlf(m)), &imap.AppendOptions{}); err != nil {
+		if _, err := u.Append("INBOX", bytes.NewReader(testserver.CRLF(m)), &imap.AppendOptions{}); err != nil {
 			panic(fmt.Sprintf("imaptest: appending to %s's INBOX: %v", name, err))
 		}
 	}
@@ -113,25 +112,9 @@ func (s *Server) AddUser(name, password string, messages ...[]byte) {
 	s.users[name] = u
 }
 
-// crlf returns data with every line ended by CRLF, including the last.
-func crlf(data []byte) []byte {
-	out := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
-	out = bytes.ReplaceAll(out, []byte("\n"), []byte("\r\n"))
-	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
-		out = append(out, '\r', '\n')
-	}
-	return out
-}
-
 // Start starts the server on 127.0.0.1 on a port chosen by the system. It
 // panics if it cannot listen or if the server was already started.
-func (s *Server) Start() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("imaptest: listen on 127.0.0.1:0: %v", err))
-	}
-	s.StartOn(ln)
-}
+func (s *Server) Start() { s.StartOn(testserver.Listen("imaptest")) }
 
 // StartOn starts the server on ln, which it owns from then on; Addr becomes
 // ln's address. ln may be any listener, for example a go-proxyproto one,
@@ -139,18 +122,12 @@ func (s *Server) Start() {
 // TLS (a crypto/tls listener) is not supported. StartOn panics if the server
 // was already started.
 func (s *Server) StartOn(ln net.Listener) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		panic("imaptest: server already started")
-	}
-	s.started = true
+	tl := s.life.Start("imaptest", ln, s.Hang)
 	if s.Name == "" {
 		s.Name = "imaptest"
 	}
 	s.Addr = ln.Addr().String()
-	s.ln = newListener(ln, s.Hang, s.Name)
-	s.served = make(chan struct{})
+	tl.Wrap = namedGreeting(s.Name)
 	srv := imapserver.New(&imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
@@ -158,52 +135,22 @@ func (s *Server) StartOn(ln net.Listener) {
 		TLSConfig:    s.TLSConfig,
 		InsecureAuth: !s.AuthTLSOnly,
 	})
-	go s.serve(srv, s.ln, s.served)
+	s.life.Serve(func() {
+		err := srv.Serve(tl)
+		s.logger().Debug("imaptest: stopped accepting", "backend", s.Name, "err", err)
+	})
 }
 
-func (s *Server) serve(srv *imapserver.Server, ln *listener, done chan<- struct{}) {
-	defer close(done)
-	err := srv.Serve(ln)
-	s.logger().Debug("imaptest: stopped accepting", "backend", s.Name, "err", err)
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
+func (s *Server) logger() *slog.Logger { return testserver.Logger(s.Logger) }
 
 // Close stops the listener, closes every live connection, and waits until
 // each has been released by the goroutine that served it. It may be called
 // more than once, and on a server that never started.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if !s.started || s.closed {
-		s.closed = true
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-
-	_ = s.ln.Listener.Close()
-	<-s.served // go-imap accepts no more, so no handler can start after this
-	s.ln.closeConns()
-	s.ln.wait()
-}
+func (s *Server) Close() { s.life.Close() }
 
 // Sessions reports how many connections the server has accepted, including
 // those it left hanging.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil {
-		return 0
-	}
-	return ln.sessions()
-}
+func (s *Server) Sessions() int { return s.life.Sessions() }
 
 // Logins returns the user names of the successful logins so far, oldest
 // first.

@@ -11,6 +11,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 )
 
 const (
@@ -46,27 +48,27 @@ func TestRawTranscript(t *testing.T) {
 	s := start(t, nil)
 	w := dial(t, s)
 	// The greeting names the back-end, so a person sees who answered.
-	greeting := w.expect("* OK [CAPABILITY IMAP4rev2 IMAP4rev1 ")
+	greeting := w.Expect("* OK [CAPABILITY IMAP4rev2 IMAP4rev1 ")
 	if !strings.HasSuffix(greeting, "] imap-a IMAP server ready") {
 		t.Errorf("greeting %q does not name the server", greeting)
 	}
 	if !strings.Contains(greeting, " AUTH=PLAIN") || strings.Contains(greeting, "STARTTLS") {
 		t.Errorf("greeting %q: want AUTH=PLAIN and no STARTTLS without TLSConfig", greeting)
 	}
-	w.send(`a1 LOGIN alice "secret"`)
-	w.expect("a1 OK [CAPABILITY ")
-	w.send("a2 SELECT INBOX")
+	w.Send(`a1 LOGIN alice "secret"`)
+	w.Expect("a1 OK [CAPABILITY ")
+	w.Send("a2 SELECT INBOX")
 	var exists bool
-	for line := w.line(); !strings.HasPrefix(line, "a2 "); line = w.line() {
+	for line := w.Line(); !strings.HasPrefix(line, "a2 "); line = w.Line() {
 		exists = exists || line == "* 2 EXISTS"
 	}
 	if !exists {
 		t.Error("SELECT INBOX did not report 2 EXISTS")
 	}
-	w.send("a3 LOGOUT")
-	w.expect("* BYE")
-	w.expect("a3 OK")
-	w.expectEOF()
+	w.Send("a3 LOGOUT")
+	w.Expect("* BYE")
+	w.Expect("a3 OK")
+	w.ExpectClosed()
 
 	if got := s.Logins(); !slices.Equal(got, []string{"alice"}) {
 		t.Fatalf("Logins() = %q", got)
@@ -135,19 +137,19 @@ func TestBadLogins(t *testing.T) {
 }
 
 func TestSTARTTLS(t *testing.T) {
-	serverTLS, clientTLS := tlsConfigs(t)
+	serverTLS, clientTLS := wiretest.ServerTLS(), wiretest.ClientTLS()
 	s := start(t, func(s *Server) {
 		s.TLSConfig = serverTLS
 		s.AuthTLSOnly = true
 	})
 
 	w := dial(t, s)
-	greeting := w.expect("* OK ")
+	greeting := w.Expect("* OK ")
 	if !strings.Contains(greeting, " STARTTLS") || !strings.Contains(greeting, " LOGINDISABLED") {
 		t.Errorf("greeting %q: want STARTTLS and LOGINDISABLED before TLS", greeting)
 	}
-	w.send("a1 LOGIN alice secret")
-	w.expect("a1 NO [PRIVACYREQUIRED]")
+	w.Send("a1 LOGIN alice secret")
+	w.Expect("a1 NO [PRIVACYREQUIRED]")
 
 	c, err := imapclient.NewStartTLS(dialConn(t, s), &imapclient.Options{TLSConfig: clientTLS})
 	if err != nil {
@@ -165,8 +167,8 @@ func TestSTARTTLS(t *testing.T) {
 func TestHangNeverGreets(t *testing.T) {
 	s := start(t, func(s *Server) { s.Hang = true })
 	w := dial(t, s)
-	w.send("a1 CAPABILITY")
-	w.expectSilence()
+	w.Send("a1 CAPABILITY")
+	w.ExpectSilence(200 * time.Millisecond)
 	if got := s.Sessions(); got != 1 {
 		t.Errorf("Sessions() = %d, want the hung connection counted", got)
 	}
@@ -189,17 +191,17 @@ func TestAddUserWhileRunning(t *testing.T) {
 func TestCloseEndsEverything(t *testing.T) {
 	s := NewServer("imap-c")
 	live := dial(t, s)
-	live.expect("* OK ")
+	live.Expect("* OK ")
 
 	hung := NewUnstartedServer("imap-d")
 	hung.Hang = true
 	hung.Start()
 	stuck := dial(t, hung)
 
-	closeWithin(t, s.Close)
-	closeWithin(t, hung.Close)
-	live.expectEOF()
-	stuck.expectEOF()
+	wiretest.CloseWithin(t, s.Close)
+	wiretest.CloseWithin(t, hung.Close)
+	live.ExpectClosed()
+	stuck.ExpectClosed()
 	assertGoroutinesGone(t)
 	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
 		_ = c.Close()

@@ -17,8 +17,8 @@
 //     login to it gets "-ERR [IN-USE]" (RFC 2449 §8.1.2).
 //   - DELE takes effect only at QUIT; a connection that ends otherwise
 //     deletes nothing (RFC 1939 §6).
-//   - Close ends the listener and every live connection, then waits for all
-//     of the server's goroutines.
+//   - Close ends the listener and every live connection, then waits until
+//     every connection has been released by the goroutine that served it.
 package pop3test
 
 import (
@@ -26,12 +26,13 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
 
 	stdtls "crypto/tls"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/testserver"
 )
 
 // Server is a POP3 server listening on a loopback address.
@@ -59,15 +60,10 @@ type Server struct {
 	// Logger receives the server's log lines. nil discards them.
 	Logger *slog.Logger
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	ln       net.Listener
-	conns    map[net.Conn]struct{}
-	boxes    map[string]*box
-	logins   []Login
-	accepted int
-	wg       sync.WaitGroup
+	life   testserver.Lifecycle
+	mu     sync.Mutex
+	boxes  map[string]*box
+	logins []Login
 }
 
 // Mailbox is one user's maildrop.
@@ -120,34 +116,22 @@ func NewUnstartedServer(name string) *Server {
 
 // Start starts the server on 127.0.0.1 on a port chosen by the system. It
 // panics if it cannot listen or if the server was already started.
-func (s *Server) Start() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("pop3test: listen on 127.0.0.1:0: %v", err))
-	}
-	s.StartOn(ln)
-}
+func (s *Server) Start() { s.StartOn(testserver.Listen("pop3test")) }
 
 // StartOn starts the server on ln, which it owns from then on; Addr becomes
 // ln's address. ln may be any listener, for example a go-proxyproto one,
 // whose declared client addresses then appear in Login.RemoteAddr. StartOn
 // panics if the server was already started.
 func (s *Server) StartOn(ln net.Listener) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		panic("pop3test: server already started")
-	}
-	s.started = true
+	tl := s.life.Start("pop3test", ln, s.Hang)
 	if s.Name == "" {
 		s.Name = "pop3test"
 	}
 	s.Addr = ln.Addr().String()
-	s.ln = ln
-	s.conns = make(map[net.Conn]struct{})
+	s.mu.Lock()
 	s.boxes = copyMailboxes(s.Mailboxes)
-	s.wg.Add(1)
-	go s.serve(ln)
+	s.mu.Unlock()
+	s.life.Serve(func() { s.serve(tl) })
 }
 
 // copyMailboxes builds the live store; unique ids number the messages as
@@ -157,33 +141,17 @@ func copyMailboxes(in map[string]*Mailbox) map[string]*box {
 	for user, mb := range in {
 		b := &box{password: mb.Password}
 		for i, data := range mb.Messages {
-			b.msgs = append(b.msgs, message{uid: fmt.Sprintf("%08d", i+1), data: crlf(data)})
+			b.msgs = append(b.msgs, message{uid: fmt.Sprintf("%08d", i+1), data: testserver.CRLF(data)})
 		}
 		out[user] = b
 	}
 	return out
 }
 
-// crlf returns data with every line ended by CRLF, including the last.
-func crlf(data []byte) []byte {
-	out := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
-	out = bytes.ReplaceAll(out, []byte("\n"), []byte("\r\n"))
-	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
-		out = append(out, '\r', '\n')
-	}
-	return out
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
+func (s *Server) logger() *slog.Logger { return testserver.Logger(s.Logger) }
 
 // serve accepts connections until the listener is closed.
 func (s *Server) serve(ln net.Listener) {
-	defer s.wg.Done()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -192,69 +160,23 @@ func (s *Server) serve(ln net.Listener) {
 			}
 			return
 		}
-		if !s.track(c) {
-			continue
-		}
-		s.wg.Add(1)
 		go s.handle(c)
 	}
 }
 
-// track remembers c for Close; it closes c and reports false when the
-// server is shutting down.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		_ = c.Close()
-		return false
-	}
-	s.conns[c] = struct{}{}
-	s.accepted++
-	return true
-}
-
 func (s *Server) handle(c net.Conn) {
-	defer s.wg.Done()
-	defer func() {
-		_ = c.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
-	if s.Hang {
-		_, _ = io.Copy(io.Discard, c) // never answers; waits for the end
-		return
-	}
+	defer c.Close()
 	newSession(s, c).serve()
 }
 
 // Close stops the listener, closes every live connection, and waits until
-// all of the server's goroutines have ended. It may be called more than once,
-// and on a server that never started.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if !s.started || s.closed {
-		s.closed = true
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	_ = s.ln.Close()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
+// each has been released by the goroutine that served it. It may be called
+// more than once, and on a server that never started.
+func (s *Server) Close() { s.life.Close() }
 
 // Sessions reports how many connections the server has accepted, including
 // those it left hanging.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.accepted
-}
+func (s *Server) Sessions() int { return s.life.Sessions() }
 
 // Logins returns the user names of the successful logins so far, oldest
 // first.

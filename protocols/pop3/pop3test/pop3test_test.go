@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 )
 
 const (
@@ -35,8 +37,8 @@ func TestTranscript(t *testing.T) {
 	s := start(t, nil)
 	w := greeted(t, s)
 
-	w.send("CAPA")
-	caps := w.multi()
+	w.Send("CAPA")
+	caps := multi(w)
 	for _, want := range []string{"USER", "SASL PLAIN", "UIDL", "TOP", "RESP-CODES", "IMPLEMENTATION pop-a"} {
 		if !slices.Contains(caps, want) {
 			t.Errorf("CAPA %q lacks %q", caps, want)
@@ -46,41 +48,41 @@ func TestTranscript(t *testing.T) {
 		t.Errorf("CAPA %q offers STLS without a TLSConfig", caps)
 	}
 
-	w.send("USER alice", "PASS secret") // pipelined: both answered in order
-	w.expect("+OK")
-	w.expect("+OK pop-a: alice has 2 messages (")
+	w.Send("USER alice", "PASS secret") // pipelined: both answered in order
+	w.Expect("+OK")
+	w.Expect("+OK pop-a: alice has 2 messages (")
 
 	size2 := len(strings.ReplaceAll(msg2, "\n", "\r\n"))
-	w.send("STAT")
-	w.expect("+OK 2 " + strconv.Itoa(len(msg1)+size2))
-	w.send("LIST")
-	if got, want := w.multi(), []string{"1 " + strconv.Itoa(len(msg1)), "2 " + strconv.Itoa(size2)}; !slices.Equal(got, want) {
+	w.Send("STAT")
+	w.Expect("+OK 2 " + strconv.Itoa(len(msg1)+size2))
+	w.Send("LIST")
+	if got, want := multi(w), []string{"1 " + strconv.Itoa(len(msg1)), "2 " + strconv.Itoa(size2)}; !slices.Equal(got, want) {
 		t.Errorf("LIST = %q, want %q", got, want)
 	}
-	w.send("UIDL 2")
-	w.expect("+OK 2 00000002")
+	w.Send("UIDL 2")
+	w.Expect("+OK 2 00000002")
 
 	// RETR dot-stuffs: ".dotted line" travels as "..dotted line".
-	w.send("RETR 1")
-	if got, want := w.multi(), []string{"From: a@example.org", "Subject: one", "", "first body line", "..dotted line", "third line"}; !slices.Equal(got, want) {
+	w.Send("RETR 1")
+	if got, want := multi(w), []string{"From: a@example.org", "Subject: one", "", "first body line", "..dotted line", "third line"}; !slices.Equal(got, want) {
 		t.Errorf("RETR 1 = %q, want %q", got, want)
 	}
-	w.send("TOP 1 1")
-	if got, want := w.multi(), []string{"From: a@example.org", "Subject: one", "", "first body line"}; !slices.Equal(got, want) {
+	w.Send("TOP 1 1")
+	if got, want := multi(w), []string{"From: a@example.org", "Subject: one", "", "first body line"}; !slices.Equal(got, want) {
 		t.Errorf("TOP 1 1 = %q, want %q", got, want)
 	}
 
-	w.send("DELE 1")
-	w.expect("+OK message 1 deleted")
-	w.send("RETR 1")
-	w.expect("-ERR message 1 already deleted")
-	w.send("RSET")
-	w.expect("+OK maildrop has 2 messages")
-	w.send("DELE 1", "NOOP", "QUIT")
-	w.expect("+OK message 1 deleted")
-	w.expect("+OK")
-	w.expect("+OK pop-a POP3 server signing off (1 messages left)")
-	w.expectEOF()
+	w.Send("DELE 1")
+	w.Expect("+OK message 1 deleted")
+	w.Send("RETR 1")
+	w.Expect("-ERR message 1 already deleted")
+	w.Send("RSET")
+	w.Expect("+OK maildrop has 2 messages")
+	w.Send("DELE 1", "NOOP", "QUIT")
+	w.Expect("+OK message 1 deleted")
+	w.Expect("+OK")
+	w.Expect("+OK pop-a POP3 server signing off (1 messages left)")
+	w.ExpectClosed()
 
 	if got := s.Messages("alice"); len(got) != 1 || string(got[0]) != strings.ReplaceAll(msg2, "\n", "\r\n") {
 		t.Errorf("after QUIT the maildrop holds %q, want message 2 only", got)
@@ -100,28 +102,28 @@ func TestAuthPlain(t *testing.T) {
 
 	t.Run("initial response", func(t *testing.T) {
 		w := greeted(t, s)
-		w.send("AUTH PLAIN " + creds)
-		w.expect("+OK pop-a: alice has 2 messages")
-		w.send("QUIT")
-		w.expect("+OK")
+		w.Send("AUTH PLAIN " + creds)
+		w.Expect("+OK pop-a: alice has 2 messages")
+		w.Send("QUIT")
+		w.Expect("+OK")
 	})
 	t.Run("continuation", func(t *testing.T) {
 		w := greeted(t, s)
-		w.send("AUTH PLAIN")
-		if got := w.line(); got != "+ " { // an empty challenge (RFC 5034 §4)
+		w.Send("AUTH PLAIN")
+		if got := w.Line(); got != "+ " { // an empty challenge (RFC 5034 §4)
 			t.Fatalf("continuation %q, want %q", got, "+ ")
 		}
-		w.send(creds)
-		w.expect("+OK pop-a: alice has 2 messages")
-		w.send("QUIT")
-		w.expect("+OK")
+		w.Send(creds)
+		w.Expect("+OK pop-a: alice has 2 messages")
+		w.Send("QUIT")
+		w.Expect("+OK")
 	})
 	t.Run("cancel", func(t *testing.T) {
 		w := greeted(t, s)
-		w.send("AUTH PLAIN")
-		w.expect("+ ")
-		w.send("*")
-		w.expect("-ERR authentication cancelled")
+		w.Send("AUTH PLAIN")
+		w.Expect("+ ")
+		w.Send("*")
+		w.Expect("-ERR authentication cancelled")
 	})
 	t.Run("failures", func(t *testing.T) {
 		w := greeted(t, s)
@@ -130,15 +132,15 @@ func TestAuthPlain(t *testing.T) {
 			base64.StdEncoding.EncodeToString([]byte("bob\x00alice\x00secret")), // another identity
 			base64.StdEncoding.EncodeToString([]byte("no separators")),
 		} {
-			w.send("AUTH PLAIN " + resp)
-			w.expect("-ERR [AUTH] authentication failed")
+			w.Send("AUTH PLAIN " + resp)
+			w.Expect("-ERR [AUTH] authentication failed")
 		}
-		w.send("AUTH PLAIN !!!")
-		w.expect("-ERR invalid base64")
-		w.send("AUTH CRAM-MD5")
-		w.expect("-ERR unsupported authentication mechanism")
-		w.send("AUTH")
-		if got := w.multi(); !slices.Equal(got, []string{"PLAIN"}) {
+		w.Send("AUTH PLAIN !!!")
+		w.Expect("-ERR invalid base64")
+		w.Send("AUTH CRAM-MD5")
+		w.Expect("-ERR unsupported authentication mechanism")
+		w.Send("AUTH")
+		if got := multi(w); !slices.Equal(got, []string{"PLAIN"}) {
 			t.Errorf("AUTH lists %q, want PLAIN", got)
 		}
 	})
@@ -153,18 +155,18 @@ func TestAuthPlain(t *testing.T) {
 func TestBadLogins(t *testing.T) {
 	s := start(t, nil)
 	w := greeted(t, s)
-	w.send("PASS secret")
-	w.expect("-ERR USER first")
-	w.send("USER alice", "PASS wrong")
-	w.expect("+OK")
-	w.expect("-ERR [AUTH] invalid user name or password")
-	w.send("USER nobody", "PASS secret")
-	w.expect("+OK") // USER does not tell whether the user exists
-	w.expect("-ERR [AUTH] invalid user name or password")
-	w.send("STAT")
-	w.expect("-ERR unknown command in AUTHORIZATION state")
-	w.send("APOP alice 0123456789abcdef")
-	w.expect("-ERR APOP not supported")
+	w.Send("PASS secret")
+	w.Expect("-ERR USER first")
+	w.Send("USER alice", "PASS wrong")
+	w.Expect("+OK")
+	w.Expect("-ERR [AUTH] invalid user name or password")
+	w.Send("USER nobody", "PASS secret")
+	w.Expect("+OK") // USER does not tell whether the user exists
+	w.Expect("-ERR [AUTH] invalid user name or password")
+	w.Send("STAT")
+	w.Expect("-ERR unknown command in AUTHORIZATION state")
+	w.Send("APOP alice 0123456789abcdef")
+	w.Expect("-ERR APOP not supported")
 	if got := s.Logins(); len(got) != 0 {
 		t.Errorf("Logins() = %q, want none", got)
 	}
@@ -174,96 +176,96 @@ func TestTooManyErrorsCloses(t *testing.T) {
 	s := start(t, nil)
 	w := greeted(t, s)
 	for range maxErrors - 1 {
-		w.send("GET / HTTP/1.1")
-		w.expect("-ERR")
+		w.Send("GET / HTTP/1.1")
+		w.Expect("-ERR")
 	}
-	w.send("GET / HTTP/1.1")
-	w.expect("-ERR too many bad commands")
-	w.expectEOF()
+	w.Send("GET / HTTP/1.1")
+	w.Expect("-ERR too many bad commands")
+	w.ExpectClosed()
 }
 
 func TestLongLineCloses(t *testing.T) {
 	s := start(t, nil)
 	w := greeted(t, s)
-	w.send("USER " + strings.Repeat("a", maxLine))
-	w.expect("-ERR line too long")
-	w.expectEOF()
+	w.Send("USER " + strings.Repeat("a", maxLine))
+	w.Expect("-ERR line too long")
+	w.ExpectClosed()
 }
 
 func TestSTLSDropsPipelinedCommands(t *testing.T) {
-	serverTLS, clientTLS := tlsConfigs(t)
+	serverTLS, clientTLS := wiretest.ServerTLS(), wiretest.ClientTLS()
 	s := start(t, func(s *Server) { s.TLSConfig = serverTLS })
 	w := greeted(t, s)
-	w.send("CAPA")
-	if caps := w.multi(); !slices.Contains(caps, "STLS") {
+	w.Send("CAPA")
+	if caps := multi(w); !slices.Contains(caps, "STLS") {
 		t.Fatalf("CAPA %q does not offer STLS", caps)
 	}
 
 	// CVE-2011-0411: USER and PASS ride behind STLS in the same segment.
 	// They must be discarded, never answered inside TLS.
-	w.send("STLS", "USER alice", "PASS secret")
-	w.expect("+OK Begin TLS negotiation")
-	w.startTLS(clientTLS)
-	w.expectSilence()
+	w.Send("STLS", "USER alice", "PASS secret")
+	w.Expect("+OK Begin TLS negotiation")
+	w.StartTLS(clientTLS)
+	w.ExpectSilence(200 * time.Millisecond)
 
-	w.send("CAPA")
-	if caps := w.multi(); slices.Contains(caps, "STLS") {
+	w.Send("CAPA")
+	if caps := multi(w); slices.Contains(caps, "STLS") {
 		t.Errorf("CAPA inside TLS %q still offers STLS", caps)
 	}
-	w.send("STLS")
-	w.expect("-ERR command not permitted when TLS active")
-	w.send("PASS secret")
-	w.expect("-ERR USER first") // the injected USER was not kept
+	w.Send("STLS")
+	w.Expect("-ERR command not permitted when TLS active")
+	w.Send("PASS secret")
+	w.Expect("-ERR USER first") // the injected USER was not kept
 	if got := s.Logins(); len(got) != 0 {
 		t.Fatalf("Logins() = %q: pipelined plaintext was executed", got)
 	}
-	w.send("USER alice", "PASS secret")
-	w.expect("+OK")
-	w.expect("+OK pop-a: alice has 2 messages")
+	w.Send("USER alice", "PASS secret")
+	w.Expect("+OK")
+	w.Expect("+OK pop-a: alice has 2 messages")
 	if rec := s.LoginRecords(); len(rec) != 1 || !rec[0].TLS {
 		t.Errorf("LoginRecords() = %+v, want one inside TLS", rec)
 	}
 }
 
 func TestAuthTLSOnly(t *testing.T) {
-	serverTLS, clientTLS := tlsConfigs(t)
+	serverTLS, clientTLS := wiretest.ServerTLS(), wiretest.ClientTLS()
 	s := start(t, func(s *Server) {
 		s.TLSConfig = serverTLS
 		s.AuthTLSOnly = true
 	})
 	w := greeted(t, s)
-	w.send("CAPA")
-	if caps := w.multi(); slices.Contains(caps, "USER") || slices.Contains(caps, "SASL PLAIN") {
+	w.Send("CAPA")
+	if caps := multi(w); slices.Contains(caps, "USER") || slices.Contains(caps, "SASL PLAIN") {
 		t.Errorf("CAPA before TLS %q offers plaintext logins", caps)
 	}
-	w.send("USER alice")
-	w.expect("-ERR [AUTH] Plaintext authentication disallowed")
-	w.send("STLS")
-	w.expect("+OK")
-	w.startTLS(clientTLS)
-	w.send("USER alice", "PASS secret")
-	w.expect("+OK")
-	w.expect("+OK pop-a: alice has 2 messages")
+	w.Send("USER alice")
+	w.Expect("-ERR [AUTH] Plaintext authentication disallowed")
+	w.Send("STLS")
+	w.Expect("+OK")
+	w.StartTLS(clientTLS)
+	w.Send("USER alice", "PASS secret")
+	w.Expect("+OK")
+	w.Expect("+OK pop-a: alice has 2 messages")
 }
 
 func TestMaildropLock(t *testing.T) {
 	s := start(t, nil)
 	first := loggedIn(t, s, "alice", "secret")
 	second := greeted(t, s)
-	second.send("USER alice", "PASS secret")
-	second.expect("+OK")
-	second.expect("-ERR [IN-USE]")
+	second.Send("USER alice", "PASS secret")
+	second.Expect("+OK")
+	second.Expect("-ERR [IN-USE]")
 
 	// Deletions without QUIT are forgotten, and the lock is released.
-	first.send("DELE 1", "DELE 2")
-	first.expect("+OK")
-	first.expect("+OK")
-	_ = first.c.Close()
-	deadline := time.Now().Add(testTimeout)
+	first.Send("DELE 1", "DELE 2")
+	first.Expect("+OK")
+	first.Expect("+OK")
+	_ = first.Close()
+	deadline := time.Now().Add(wiretest.Wait)
 	for {
-		second.send("USER alice", "PASS secret")
-		second.expect("+OK")
-		if line := second.line(); strings.HasPrefix(line, "+OK pop-a: alice has 2 messages") {
+		second.Send("USER alice", "PASS secret")
+		second.Expect("+OK")
+		if line := second.Line(); strings.HasPrefix(line, "+OK pop-a: alice has 2 messages") {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("still %q after the first session ended", line)
@@ -278,8 +280,8 @@ func TestMaildropLock(t *testing.T) {
 func TestHangNeverGreets(t *testing.T) {
 	s := start(t, func(s *Server) { s.Hang = true })
 	w := dial(t, s)
-	w.send("CAPA")
-	w.expectSilence()
+	w.Send("CAPA")
+	w.ExpectSilence(200 * time.Millisecond)
 	if got := s.Sessions(); got != 1 {
 		t.Errorf("Sessions() = %d, want the hung connection counted", got)
 	}
@@ -294,10 +296,10 @@ func TestCloseEndsEverything(t *testing.T) {
 	hung.Start()
 	stuck := dial(t, hung)
 
-	closeWithin(t, s.Close)
-	closeWithin(t, hung.Close)
-	live.expectEOF()
-	stuck.expectEOF()
+	wiretest.CloseWithin(t, s.Close)
+	wiretest.CloseWithin(t, hung.Close)
+	live.ExpectClosed()
+	stuck.ExpectClosed()
 	assertGoroutinesGone(t)
 	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
 		_ = c.Close()
