@@ -27,9 +27,13 @@ vet:
 demo: build
 	./bin/gatehouse demo
 
-# bench: gatehouse side by side with HAProxy and nginx, in one run.
+# bench: gatehouse side by side with HAProxy and nginx, in one run per
+# protocol family: plain TCP, SMTP, POP3/IMAP, HTTPS.
 bench: build
 	bash bench/l4.sh
+	bash bench/smtp.sh
+	bash bench/mail.sh
+	bash bench/https.sh
 
 # integration: the tests that drive real Debian peers (Postfix, Dovecot,
 # swaks, sslscan…); they also run in `make test`.

@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3"
+	"github.com/gatehouse-proxy/gatehouse/protocols/smtp"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
@@ -146,6 +147,14 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 	switch lc.Protocol {
 	case "pop3", "imap":
 		return b.mailLogin(lc, pool, edge, backend, version)
+	case "smtp":
+		return &smtp.Frontend{
+			Pool: pool, Affinity: lc.Affinity,
+			EdgeTLS: edge, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
+			BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
+			ProxyVersion: version, Idle: lc.Timeouts.Idle,
+			Throttle: b.s.throttle, Log: b.s.log, Config: lc.SMTP,
+		}, nil
 	}
 	return &proxy.TCP{
 		Pool:         pool,

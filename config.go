@@ -5,6 +5,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3"
+	"github.com/gatehouse-proxy/gatehouse/protocols/smtp"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
@@ -78,7 +79,8 @@ type Listener struct {
 	Name string `yaml:"name"`
 	// Protocol is what the listener speaks: "tcp" (the default) relays
 	// bytes without looking at them; "pop3" and "imap" log clients in at
-	// the edge and route them by user.
+	// the edge and route them by user; "smtp" relays mail command by
+	// command (or passes Exchange's AUTH through).
 	Protocol string `yaml:"protocol"`
 	// Listen lists "address:port" to bind, one string or a list; required.
 	Listen StringList `yaml:"listen"`
@@ -89,8 +91,10 @@ type Listener struct {
 	Port int `yaml:"port"`
 	// Balance is round-robin (weighted; the default) or least-conn.
 	Balance string `yaml:"balance"`
-	// Affinity is none (the default) or source-ip: one client address
-	// sticks to one back-end by rendezvous hashing while it is up.
+	// Affinity is none or source-ip: one client address sticks to one
+	// back-end by rendezvous hashing while it is up; smtp listeners may
+	// also route by user (after AUTH). "" means source-ip for smtp, none
+	// for the others.
 	Affinity string `yaml:"affinity"`
 	// Health is the active check of the pool's back-ends; absent means a
 	// tcp connect check with the defaults below.
@@ -116,6 +120,9 @@ type Listener struct {
 	POP3 pop3.Config `yaml:"pop3"`
 	// IMAP holds the options of protocol imap.
 	IMAP imap.Config `yaml:"imap"`
+	// SMTP holds the options of protocol smtp: relay or passthrough mode,
+	// AUTH, client address forwarding, limits.
+	SMTP smtp.Config `yaml:"smtp"`
 }
 
 // HTTPRedirect configures the port-80 listener.

@@ -93,10 +93,15 @@ func certificateSet(c *Config, ref string) string {
 // that talks to the back-end as the protocol's clients do.
 var defaultProbe = map[string]string{"tcp": "tcp", "pop3": "pop3", "imap": "imap", "smtp": "smtp", "https": "https"}
 
+// defaultAffinity is each protocol's default routing key: SMTP sessions
+// from one client address stay on one back-end (RFC 5321 retries of one
+// sender land together); the login protocols route by user anyway.
+var defaultAffinity = map[string]string{"tcp": "none", "smtp": "source-ip", "pop3": "none", "imap": "none", "https": "none"}
+
 func listenerDefaults(l *Listener) {
 	setDefault(&l.Protocol, "tcp")
 	setDefault(&l.Balance, "round-robin")
-	setDefault(&l.Affinity, "none")
+	setDefault(&l.Affinity, defaultAffinity[l.Protocol])
 	setDefault(&l.Timeouts.Connect, DefaultConnect)
 	setDefault(&l.Timeouts.Idle, DefaultIdle)
 	switch l.Protocol {
@@ -104,6 +109,8 @@ func listenerDefaults(l *Listener) {
 		l.Route.SetDefaults()
 		l.POP3.SetDefaults()
 		l.IMAP.SetDefaults()
+	case "smtp":
+		l.SMTP.SetDefaults()
 	}
 	if l.Port == 0 && len(l.Listen) > 0 {
 		if _, p, err := net.SplitHostPort(l.Listen[0]); err == nil {

@@ -3,6 +3,9 @@ package gatehouse
 import (
 	"bytes"
 	"context"
+	stdtls "crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -45,7 +48,10 @@ func TestIntegrationDemo(t *testing.T) {
 	caFile := filepath.Join(dir, "ca.pem")
 	os.WriteFile(caFile, ca.Bytes(), 0o644)
 
-	t.Run("smtp", func(t *testing.T) {
+	waitFor(t, func() bool { return allUp(srv) }) // the first probes have run
+	t.Run("smtp with STARTTLS", func(t *testing.T) {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(ca.Bytes())
 		c, err := smtp.Dial("127.0.0.1:2525")
 		if err != nil {
 			t.Fatal(err)
@@ -54,11 +60,27 @@ func TestIntegrationDemo(t *testing.T) {
 		if err := c.Hello("client.example.com"); err != nil {
 			t.Fatal(err)
 		}
+		if err := c.StartTLS(&stdtls.Config{ServerName: "localhost", RootCAs: roots}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Mail("bob@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("alice@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(w, "Subject: hi\r\n\r\nhello\r\n")
+		if err := w.Close(); err != nil { // 250 only after the back-end's 250
+			t.Fatal(err)
+		}
 		if err := c.Quit(); err != nil {
 			t.Fatal(err)
 		}
 	})
-	waitFor(t, func() bool { return allUp(srv) }) // the first probes have run
 	for _, tt := range []struct{ name, url, user, want string }{
 		{"pop3 alice on demo-a", "pop3://localhost:1110/1", "alice:demo", "alice@demo-a"},
 		{"imap bob on demo-b", "imap://localhost:1143/INBOX;MAILINDEX=1", "bob:demo", "bob@demo-b"},

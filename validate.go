@@ -9,12 +9,13 @@ import (
 	"strings"
 
 	"github.com/gatehouse-proxy/gatehouse/health"
+	"github.com/gatehouse-proxy/gatehouse/protocols/smtp"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // Protocols are the listener protocols this build serves.
-var Protocols = []string{"tcp", "pop3", "imap"}
+var Protocols = []string{"tcp", "smtp", "pop3", "imap"}
 
 // validate checks what decoding cannot: required fields, references
 // between sections, ports used twice, and values from closed sets.
@@ -122,7 +123,11 @@ func validatePool(d *decoder, c *Config, l *Listener, path string) {
 		d.problemAt(path+".port", "port %d out of range 1-65535 (back-ends without a port of their own use it)", l.Port)
 	}
 	oneOf(d, path+".balance", l.Balance, proxy.RoundRobin, proxy.LeastConn)
-	oneOf(d, path+".affinity", l.Affinity, proxy.AffinityNone, proxy.AffinitySourceIP)
+	affinities := []string{proxy.AffinityNone, proxy.AffinitySourceIP}
+	if l.Protocol == "smtp" {
+		affinities = append(affinities, smtp.AffinityUser)
+	}
+	oneOf(d, path+".affinity", l.Affinity, affinities...)
 }
 
 func validateHealth(d *decoder, h *Health, path string) {
@@ -186,6 +191,7 @@ func validateProtocol(d *decoder, l *Listener, path string) {
 	check("route", mailLogin, &l.Route)
 	check("pop3", l.Protocol == "pop3", &l.POP3)
 	check("imap", l.Protocol == "imap", &l.IMAP)
+	check("smtp", l.Protocol == "smtp", &l.SMTP)
 }
 
 // checkCertificateRef reports a reference to a certificate set that does
