@@ -1,17 +1,12 @@
 package imap
 
 import (
-	"bufio"
 	"bytes"
-	stdtls "crypto/tls"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/gatehouse-proxy/gatehouse/proxy"
-	"github.com/gatehouse-proxy/gatehouse/tls"
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
 )
 
 // Bounds on what a back-end may send before the splice.
@@ -22,97 +17,62 @@ const (
 
 // leg is gatehouse's conversation, as an IMAP client, with one back-end.
 type leg struct {
-	tls  *stdtls.Config // the back-end TLS config, with this back-end's name
-	conn net.Conn
-	r    *bufio.Reader
-	name string
-	tags int
+	*maillogin.Leg
+	clientTag string // the client's tag of the login, for a refusal
+	tags      int
 }
 
-// dialLogin dials the route's back-ends in order and logs in on the first
-// that answers. A login refusal is a *refusedError.
-func (s *session) dialLogin(res proxy.RouteResult, user, pass string) (*handoff, error) {
-	conn, b, err := s.f.Pool.DialOrder(s.ctx, res.Order)
-	if err != nil {
-		return nil, err
-	}
-	conn.SetDeadline(time.Now().Add(s.cfg.LoginTimeout))
-	l := &leg{conn: conn, name: b.Name, tls: tls.ForAddr(s.f.BackendTLS, b.Addr)}
-	ok, err := s.backendLogin(l, user, pass)
-	if err != nil {
-		l.conn.Close()
-		return nil, err
-	}
-	return &handoff{be: l.conn, beR: l.r, b: b, ok: ok}, nil
-}
-
-// backendLogin runs the back-end side up to its answer to LOGIN: PROXY
-// header, TLS, greeting, STARTTLS, ID, LOGIN. It returns the untagged
-// lines that came with the answer and the answer without its tag.
-func (s *session) backendLogin(l *leg, user, pass string) ([]string, error) {
-	f := s.f
-	if f.ProxyVersion != 0 {
-		if err := proxy.WriteProxyHeader(l.conn, f.ProxyVersion, s.raw.RemoteAddr(), s.raw.LocalAddr()); err != nil {
-			return nil, err
-		}
-	}
-	if f.BackendTLSMode == TLSBackend {
-		tc := stdtls.Client(l.conn, l.tls)
-		if err := tc.Handshake(); err != nil {
-			return nil, fmt.Errorf("tls to %s: %w", l.name, err)
-		}
-		l.conn = tc
-	}
-	l.r = bufio.NewReaderSize(l.conn, maxBackendLine)
+// backendLogin runs the back-end side after the PROXY header and implicit
+// TLS up to its answer to LOGIN: greeting, STARTTLS, ID, LOGIN. It returns
+// the untagged lines that came with the answer and the answer, under the
+// client's tag; a NO is a *maillogin.RefusedError.
+func (s *session) backendLogin(l *leg, user, pass string) (string, error) {
 	if err := l.greeting(); err != nil {
-		return nil, err
+		return "", err
 	}
-	if f.BackendTLSMode == TLSStartTLS {
-		if err := l.startTLS(l.tls); err != nil {
-			return nil, err
+	if s.f.BackendTLSMode == TLSStartTLS {
+		if err := l.startTLS(); err != nil {
+			return "", err
 		}
 	}
 	if id := s.backendID(); id != "" {
 		// ID is informational (RFC 2971): a back-end's NO changes nothing.
 		if _, _, err := l.command("ID " + id); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
-	return l.login(user, pass)
+	ok, err := l.login(user, pass)
+	if err != nil {
+		return "", err
+	}
+	ok[len(ok)-1] = l.clientTag + " " + ok[len(ok)-1]
+	return strings.Join(ok, "\r\n"), nil
 }
 
 // greeting wants "* OK": PREAUTH would skip the login (and STARTTLS with
 // it), BYE refuses the connection (RFC 9051 section 7.1).
 func (l *leg) greeting() error {
-	line, err := l.line()
+	line, err := l.ReadLine()
 	if err != nil {
 		return err
 	}
 	if !strings.HasPrefix(line, "* OK") {
-		return fmt.Errorf("back-end %s greeted with %q", l.name, line)
+		return fmt.Errorf("back-end %s greeted with %q", l.Name, line)
 	}
 	return nil
 }
 
 // startTLS upgrades with STARTTLS (RFC 9051 section 6.2.1). A back-end
 // that sends anything after its OK is not trusted.
-func (l *leg) startTLS(cfg *stdtls.Config) error {
+func (l *leg) startTLS() error {
 	_, status, err := l.command("STARTTLS")
 	if err != nil {
 		return err
 	}
 	if !strings.HasPrefix(status, "OK") {
-		return fmt.Errorf("back-end %s answered STARTTLS with %q", l.name, status)
+		return fmt.Errorf("back-end %s answered STARTTLS with %q", l.Name, status)
 	}
-	tc, discarded, err := tls.ClientStartTLS(l.conn, l.r, cfg)
-	if err != nil {
-		return err
-	}
-	if discarded > 0 {
-		return fmt.Errorf("back-end %s sent %d bytes after its STARTTLS go-ahead", l.name, discarded)
-	}
-	l.conn, l.r = tc, bufio.NewReaderSize(tc, maxBackendLine)
-	return nil
+	return l.StartTLS("STARTTLS")
 }
 
 // login sends LOGIN with the credentials as quoted strings, or as
@@ -136,33 +96,33 @@ func (l *leg) login(user, pass string) ([]string, error) {
 		buf.WriteString(v)
 	}
 	buf.WriteString("\r\n")
-	if _, err := l.conn.Write(buf.Bytes()); err != nil {
-		return nil, fmt.Errorf("back-end %s: %w", l.name, err)
+	if _, err := l.Conn.Write(buf.Bytes()); err != nil {
+		return nil, fmt.Errorf("back-end %s: %w", l.Name, err)
 	}
 	untagged, status, err := l.response(tag)
 	switch {
 	case err != nil:
 		return nil, err
 	case strings.HasPrefix(status, "NO"):
-		return nil, &refusedError{backend: l.name, text: strings.TrimPrefix(status, "NO")}
+		return nil, refused(l.Name, l.clientTag, strings.TrimPrefix(status, "NO"))
 	case !strings.HasPrefix(status, "OK"):
-		return nil, fmt.Errorf("back-end %s answered LOGIN with %q", l.name, status)
+		return nil, fmt.Errorf("back-end %s answered LOGIN with %q", l.Name, status)
 	}
 	return append(untagged, status), nil
 }
 
 // literalGoAhead sends buf and waits for the "+" that invites a literal.
 func (l *leg) literalGoAhead(buf *bytes.Buffer) error {
-	if _, err := l.conn.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("back-end %s: %w", l.name, err)
+	if _, err := l.Conn.Write(buf.Bytes()); err != nil {
+		return fmt.Errorf("back-end %s: %w", l.Name, err)
 	}
 	buf.Reset()
-	line, err := l.line()
+	line, err := l.ReadLine()
 	if err != nil {
 		return err
 	}
 	if !strings.HasPrefix(line, "+") {
-		return fmt.Errorf("back-end %s refused a literal: %q", l.name, line)
+		return fmt.Errorf("back-end %s refused a literal: %q", l.Name, line)
 	}
 	return nil
 }
@@ -171,8 +131,8 @@ func (l *leg) literalGoAhead(buf *bytes.Buffer) error {
 // lines and the tagged status ("OK …", "NO …", "BAD …").
 func (l *leg) command(cmd string) (untagged []string, status string, err error) {
 	tag := l.nextTag()
-	if _, err := l.conn.Write([]byte(tag + " " + cmd + "\r\n")); err != nil {
-		return nil, "", fmt.Errorf("back-end %s: %w", l.name, err)
+	if err := l.Send(tag + " " + cmd); err != nil {
+		return nil, "", err
 	}
 	untagged, status, err = l.response(tag)
 	return untagged, status, err
@@ -182,7 +142,7 @@ func (l *leg) command(cmd string) (untagged []string, status string, err error) 
 // response: a guessed tag in an injected line would not match.
 func (l *leg) response(tag string) (untagged []string, status string, err error) {
 	for range maxUntagged {
-		line, err := l.line()
+		line, err := l.ReadLine()
 		if err != nil {
 			return nil, "", err
 		}
@@ -190,19 +150,11 @@ func (l *leg) response(tag string) (untagged []string, status string, err error)
 			return untagged, rest, nil
 		}
 		if strings.HasPrefix(line, "* BYE") {
-			return nil, "", fmt.Errorf("back-end %s said %q", l.name, line)
+			return nil, "", fmt.Errorf("back-end %s said %q", l.Name, line)
 		}
 		untagged = append(untagged, line)
 	}
-	return nil, "", fmt.Errorf("back-end %s sent more than %d lines before its answer", l.name, maxUntagged)
-}
-
-func (l *leg) line() (string, error) {
-	b, err := l.r.ReadSlice('\n')
-	if err != nil {
-		return "", fmt.Errorf("back-end %s: %w", l.name, err)
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	return nil, "", fmt.Errorf("back-end %s sent more than %d lines before its answer", l.Name, maxUntagged)
 }
 
 // nextTag returns gatehouse's own tag for the next back-end command.
@@ -217,10 +169,10 @@ func (l *leg) nextTag() string {
 func (s *session) backendID() string {
 	var kv []string
 	if s.cfg.Forward == ForwardID {
-		local := addrPort(s.raw.LocalAddr())
+		local := maillogin.AddrPort(s.Raw.LocalAddr())
 		kv = append(kv,
-			"x-originating-ip", s.client.Addr().String(),
-			"x-originating-port", strconv.Itoa(int(s.client.Port())),
+			"x-originating-ip", s.Client.Addr().String(),
+			"x-originating-port", strconv.Itoa(int(s.Client.Port())),
 			"x-connected-ip", local.Addr().String(),
 			"x-connected-port", strconv.Itoa(int(local.Port())))
 	}

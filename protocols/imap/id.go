@@ -22,14 +22,14 @@ type idField struct {
 // the back-end and names gatehouse.
 func (s *session) idCmd(cmd *command) error {
 	if len(cmd.args) != 1 || (cmd.args[0].kind != kindNIL && cmd.args[0].kind != kindList) {
-		return s.reply(cmd.tag + " BAD ID takes NIL or a list of field-value pairs")
+		return s.Reply(cmd.tag + " BAD ID takes NIL or a list of field-value pairs")
 	}
 	fields, ok := parseID(cmd.args[0].list)
 	if !ok {
-		return s.reply(cmd.tag + " BAD ID takes NIL or a list of field-value pairs")
+		return s.Reply(cmd.tag + " BAD ID takes NIL or a list of field-value pairs")
 	}
 	s.id = fields
-	return s.reply(`* ID ("name" "gatehouse")`, cmd.tag+" OK ID completed")
+	return s.Reply(`* ID ("name" "gatehouse")`, cmd.tag+" OK ID completed")
 }
 
 // parseID reads field-value pairs, keeping those that are safe to forward:

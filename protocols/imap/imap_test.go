@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/pires/go-proxyproto"
@@ -144,7 +145,8 @@ func TestPreauthCommandCountAndTimeout(t *testing.T) {
 
 func TestIDIsAnsweredAndKeptWithoutXFields(t *testing.T) {
 	conn := wiretest.Script(nil, 143)
-	s := &session{cfg: &Config{Forward: ForwardID}, raw: conn, client: addrPort(conn.RemoteAddr())}
+	s := &session{cfg: &Config{Forward: ForwardID}}
+	s.Raw, s.Client = conn, maillogin.AddrPort(conn.RemoteAddr())
 	p := &parser{r: bufioString(`a ID ("name" "Thunderbird" "x-originating-ip" "6.6.6.6" "os" NIL)` + "\r\n"), maxLiteral: 100}
 	cmd, err := p.readCommand()
 	if err != nil {

@@ -14,7 +14,3 @@ var logins = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "gatehouse_imap_logins_total",
 	Help: "IMAP login attempts, by listener, mechanism (login, plain: AUTHENTICATE PLAIN, authlogin: AUTHENTICATE LOGIN) and outcome (ok, failed, unavailable, blocked).",
 }, []string{"listener", "mechanism", "outcome"})
-
-func countLogin(listener, mech, outcome string) {
-	logins.WithLabelValues(listener, mech, outcome).Inc()
-}

@@ -7,15 +7,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // preauth runs the not-authenticated state (RFC 9051 section 3.1) until a
 // login succeeds (it returns the back-end to splice to) or the session
 // ends (it returns nil).
-func (s *session) preauth() *handoff {
+func (s *session) preauth() *maillogin.Handoff {
+	s.setReader()
 	// RFC 9051 section 7.1.1: the greeting may carry the capabilities.
-	if s.reply("* OK [CAPABILITY "+s.capabilities()+"] "+s.cfg.Greeting) != nil {
+	if s.Reply("* OK [CAPABILITY "+s.capabilities()+"] "+s.cfg.Greeting) != nil {
 		return nil
 	}
 	for {
@@ -23,7 +25,7 @@ func (s *session) preauth() *handoff {
 		var bad *badError
 		switch {
 		case errors.As(err, &bad):
-			if s.count() && s.reply(bad.tag+" BAD "+bad.msg) == nil {
+			if s.count() && s.Reply(bad.tag+" BAD "+bad.msg) == nil {
 				continue
 			}
 			return nil
@@ -45,42 +47,42 @@ func (s *session) count() bool {
 	if s.commands++; s.commands <= s.cfg.MaxCommands {
 		return true
 	}
-	s.reply("* BYE Too many commands before login")
-	s.log.Info("session", "outcome", "too_many_commands")
+	s.Reply("* BYE Too many commands before login")
+	s.Log.Info("session", "outcome", "too_many_commands")
 	return false
 }
 
 // readFailed says goodbye as the reason for a failed read deserves.
 func (s *session) readFailed(err error) {
 	// The pre-auth deadline covers writes too; the goodbye gets a moment.
-	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	s.Raw.SetWriteDeadline(time.Now().Add(time.Second))
 	outcome := "closed"
 	switch {
-	case s.draining.Load():
-		s.reply("* BYE [UNAVAILABLE] Server shutting down, try again later")
+	case s.Draining.Load():
+		s.Reply("* BYE [UNAVAILABLE] Server shutting down, try again later")
 		outcome = "shutdown"
 	case errors.Is(err, errLineTooLong), errors.Is(err, errLiteralTooBig), errors.Is(err, errTooManyLiteral):
-		s.reply("* BYE " + upperFirst(err.Error()))
+		s.Reply("* BYE " + upperFirst(err.Error()))
 		outcome = "too_long"
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.reply("* BYE Autologout; idle for too long")
+		s.Reply("* BYE Autologout; idle for too long")
 		outcome = "timeout"
 	case !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
 		outcome = "error"
 	}
-	s.log.Info("session", "outcome", outcome)
+	s.Log.Info("session", "outcome", outcome)
 }
 
 // command serves one command.
-func (s *session) command(cmd *command) (h *handoff, end bool) {
+func (s *session) command(cmd *command) (h *maillogin.Handoff, end bool) {
 	switch cmd.name {
 	case "CAPABILITY":
-		return nil, s.reply("* CAPABILITY "+s.capabilities(), cmd.tag+" OK CAPABILITY completed") != nil
+		return nil, s.Reply("* CAPABILITY "+s.capabilities(), cmd.tag+" OK CAPABILITY completed") != nil
 	case "NOOP":
-		return nil, s.reply(cmd.tag+" OK NOOP completed") != nil
+		return nil, s.Reply(cmd.tag+" OK NOOP completed") != nil
 	case "LOGOUT":
-		s.reply("* BYE Logging out", cmd.tag+" OK LOGOUT completed")
-		s.log.Info("session", "outcome", "logout")
+		s.Reply("* BYE Logging out", cmd.tag+" OK LOGOUT completed")
+		s.Log.Info("session", "outcome", "logout")
 		return nil, true
 	case "STARTTLS":
 		return nil, !s.startTLS(cmd)
@@ -91,7 +93,7 @@ func (s *session) command(cmd *command) (h *handoff, end bool) {
 	case "AUTHENTICATE":
 		return s.authenticate(cmd)
 	}
-	return nil, s.reply(cmd.tag+" BAD Command unknown or not valid before login") != nil
+	return nil, s.Reply(cmd.tag+" BAD Command unknown or not valid before login") != nil
 }
 
 // capabilities lists what the client may use now.
@@ -109,41 +111,41 @@ func (s *session) capabilities() string {
 }
 
 func (s *session) offersSTARTTLS() bool {
-	return !s.tls && s.f.EdgeTLS != nil && s.f.TLSMode == TLSStartTLS
+	return !s.TLS && s.f.EdgeTLS != nil && s.f.TLSMode == TLSStartTLS
 }
 
-func (s *session) loginAllowed() bool { return s.tls || !s.f.TLSRequired }
+func (s *session) loginAllowed() bool { return s.TLS || !s.f.TLSRequired }
 
 // startTLS upgrades the connection (RFC 9051 section 6.2.1). It reports
 // false when the session must end.
 func (s *session) startTLS(cmd *command) bool {
 	if !s.offersSTARTTLS() {
-		return s.reply(cmd.tag+" BAD STARTTLS not available") == nil
+		return s.Reply(cmd.tag+" BAD STARTTLS not available") == nil
 	}
-	if s.reply(cmd.tag+" OK Begin TLS negotiation now") != nil {
+	if s.Reply(cmd.tag+" OK Begin TLS negotiation now") != nil {
 		return false
 	}
-	tc, discarded, err := tls.ServerStartTLS(s.raw, s.r, s.f.EdgeTLS)
+	tc, discarded, err := tls.ServerStartTLS(s.Raw, s.R, s.f.EdgeTLS)
 	if discarded > 0 {
-		s.log.Warn("discarded plaintext pipelined after STARTTLS", "bytes", discarded)
+		s.Log.Warn("discarded plaintext pipelined after STARTTLS", "bytes", discarded)
 	}
 	if err != nil {
-		s.log.Info("session", "outcome", "tls_failed", "err", err)
+		s.Log.Info("session", "outcome", "tls_failed", "err", err)
 		return false
 	}
 	// The client must forget what it learned before TLS; so do we.
-	s.conn, s.tls, s.id = tc, true, nil
+	s.Conn, s.TLS, s.id = tc, true, nil
 	s.setReader()
 	return true
 }
 
 // loginCmd serves LOGIN with two astrings (RFC 9051 section 6.2.3).
-func (s *session) loginCmd(cmd *command) (*handoff, bool) {
+func (s *session) loginCmd(cmd *command) (*maillogin.Handoff, bool) {
 	if !s.loginAllowed() {
-		return nil, s.reply(cmd.tag+" NO [PRIVACYREQUIRED] LOGIN is disabled before STARTTLS") != nil
+		return nil, s.Reply(cmd.tag+" NO [PRIVACYREQUIRED] LOGIN is disabled before STARTTLS") != nil
 	}
 	if len(cmd.args) != 2 || !isAstring(cmd.args[0]) || !isAstring(cmd.args[1]) {
-		return nil, s.reply(cmd.tag+" BAD LOGIN takes a user name and a password") != nil
+		return nil, s.Reply(cmd.tag+" BAD LOGIN takes a user name and a password") != nil
 	}
 	return s.login(cmd.tag, cmd.args[0].s, cmd.args[1].s, "login")
 }

@@ -13,7 +13,3 @@ var logins = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "gatehouse_pop3_logins_total",
 	Help: "POP3 login attempts, by listener, mechanism (user, plain, login) and outcome (ok, failed, unavailable, blocked).",
 }, []string{"listener", "mechanism", "outcome"})
-
-func countLogin(listener, mech, outcome string) {
-	logins.WithLabelValues(listener, mech, outcome).Inc()
-}

@@ -21,20 +21,20 @@
 //   - The splice starts only after the back-end's +OK to the login, which
 //     is the line the client receives; bytes either side sent ahead are
 //     forwarded first, in order.
+//
+// The login, routing, back-end dialing and splice are
+// protocols/internal/maillogin's, shared with the IMAP frontend.
 package pop3
 
 import (
-	"bufio"
 	"context"
 	stdtls "crypto/tls"
 	"log/slog"
 	"net"
-	"net/netip"
-	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
-	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // TLS modes of the client side (TLSMode) and of the back-end side
@@ -83,44 +83,25 @@ type Frontend struct {
 
 // session is one client connection before and during the splice.
 type session struct {
-	f      *Frontend
-	cfg    *Config
-	ctx    context.Context
-	raw    net.Conn      // the client's socket
-	conn   net.Conn      // raw, or TLS over it
-	r      *bufio.Reader // reads conn
-	tls    bool
-	client netip.AddrPort
-	log    *slog.Logger
+	maillogin.Session
+	f   *Frontend
+	cfg *Config
 
 	user     string // from USER, until PASS
-	attempts int    // logins tried
 	commands int    // commands read before login
-	draining atomic.Bool
 }
 
 // ServeConn implements proxy.Handler.
 func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
 	cfg := f.Config
 	cfg.SetDefaults()
-	s := &session{f: f, cfg: &cfg, ctx: ctx, raw: conn, conn: conn, client: addrPort(conn.RemoteAddr())}
-	s.log = f.log().With("proto", "pop3", "listener", f.Pool.Name, "client", s.client.String())
-	conn.SetDeadline(time.Now().Add(cfg.PreauthTimeout))
-	if f.TLSMode == TLSImplicit {
-		tc, err := tls.ServerHandshake(conn, f.EdgeTLS)
-		if err != nil {
-			s.log.Info("session", "outcome", "tls_failed", "err", err)
-			return
-		}
-		s.conn, s.tls = tc, true
-	}
-	s.r = bufio.NewReaderSize(s.conn, cfg.MaxLine)
-	stop := s.watchShutdown()
-	handoff := s.preauth()
-	stop()
-	if handoff != nil {
-		s.splice(handoff)
-	}
+	s := &session{f: f, cfg: &cfg}
+	s.Serve(ctx, conn, &maillogin.Frontend{
+		Protocol: "pop3", Pool: f.Pool, Router: f.Router, Throttle: f.Throttle, Log: f.Log, Logins: logins,
+		EdgeTLS: f.EdgeTLS, ImplicitTLS: f.TLSMode == TLSImplicit,
+		BackendTLS: f.BackendTLS, BackendImplicitTLS: f.BackendTLSMode == TLSBackend, ProxyVersion: f.ProxyVersion,
+		Idle: f.Idle, PreauthTimeout: cfg.PreauthTimeout, LoginTimeout: cfg.LoginTimeout, MaxBackendLine: maxBackendLine,
+	}, s.preauth)
 }
 
 // Refuse implements proxy.Refuser.
@@ -130,52 +111,4 @@ func (f *Frontend) Refuse(conn net.Conn, reason string) {
 		text = "-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
 	}
 	conn.Write([]byte(text))
-}
-
-func (f *Frontend) log() *slog.Logger {
-	if f.Log != nil {
-		return f.Log
-	}
-	return slog.Default()
-}
-
-func (f *Frontend) router() proxy.Router {
-	if f.Router != nil {
-		return f.Router
-	}
-	return &proxy.HashRouter{Pool: f.Pool}
-}
-
-// watchShutdown wakes a pre-auth read when the server starts a graceful
-// shutdown or is closed, so the client is told goodbye in POP3. The
-// returned function stops the watch and returns once it has stopped.
-func (s *session) watchShutdown() (stop func()) {
-	done, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		select {
-		case <-proxy.ShuttingDown(s.ctx):
-		case <-s.ctx.Done():
-		case <-done:
-			return
-		}
-		s.draining.Store(true)
-		s.raw.SetReadDeadline(time.Now())
-	}()
-	return func() { close(done); <-exited }
-}
-
-// reply writes one response line.
-func (s *session) reply(line string) error {
-	_, err := s.conn.Write([]byte(line + "\r\n"))
-	return err
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
@@ -18,8 +19,9 @@ var errLineTooLong = errors.New("line too long")
 // preauth runs the AUTHORIZATION state (RFC 1939 section 4) until a login
 // succeeds (it returns the back-end to splice to) or the session ends
 // (it returns nil).
-func (s *session) preauth() *handoff {
-	if s.reply("+OK "+s.cfg.Greeting) != nil {
+func (s *session) preauth() *maillogin.Handoff {
+	s.R = bufio.NewReaderSize(s.Conn, s.cfg.MaxLine)
+	if s.Reply("+OK "+s.cfg.Greeting) != nil {
 		return nil
 	}
 	for {
@@ -29,8 +31,8 @@ func (s *session) preauth() *handoff {
 			return nil
 		}
 		if s.commands++; s.commands > s.cfg.MaxCommands {
-			s.reply("-ERR Too many commands before login")
-			s.log.Info("session", "outcome", "too_many_commands")
+			s.Reply("-ERR Too many commands before login")
+			s.Log.Info("session", "outcome", "too_many_commands")
 			return nil
 		}
 		if h, end := s.command(line); h != nil || end {
@@ -41,7 +43,7 @@ func (s *session) preauth() *handoff {
 
 // readLine reads one line (CRLF or bare LF) of at most MaxLine bytes.
 func (s *session) readLine() (string, error) {
-	b, err := s.r.ReadSlice('\n')
+	b, err := s.R.ReadSlice('\n')
 	switch {
 	case errors.Is(err, bufio.ErrBufferFull):
 		return "", errLineTooLong
@@ -55,26 +57,26 @@ func (s *session) readLine() (string, error) {
 // readFailed says goodbye as the reason for a failed read deserves.
 func (s *session) readFailed(err error) {
 	// The pre-auth deadline covers writes too; the goodbye gets a moment.
-	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	s.Raw.SetWriteDeadline(time.Now().Add(time.Second))
 	outcome := "closed"
 	switch {
-	case s.draining.Load():
-		s.reply("-ERR [SYS/TEMP] Server shutting down, try again later")
+	case s.Draining.Load():
+		s.Reply("-ERR [SYS/TEMP] Server shutting down, try again later")
 		outcome = "shutdown"
 	case errors.Is(err, errLineTooLong):
-		s.reply("-ERR Line too long")
+		s.Reply("-ERR Line too long")
 		outcome = "line_too_long"
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.reply("-ERR Disconnected for inactivity")
+		s.Reply("-ERR Disconnected for inactivity")
 		outcome = "timeout"
 	case !errors.Is(err, io.EOF):
 		outcome = "error"
 	}
-	s.log.Info("session", "outcome", outcome, "user", s.user)
+	s.Log.Info("session", "outcome", outcome, "user", s.user)
 }
 
 // command serves one command line.
-func (s *session) command(line string) (h *handoff, end bool) {
+func (s *session) command(line string) (h *maillogin.Handoff, end bool) {
 	verb, arg, _ := strings.Cut(line, " ")
 	switch strings.ToUpper(verb) {
 	case "CAPA":
@@ -88,11 +90,11 @@ func (s *session) command(line string) (h *handoff, end bool) {
 	case "AUTH":
 		return s.auth(arg)
 	case "QUIT":
-		s.reply("+OK Bye")
-		s.log.Info("session", "outcome", "quit")
+		s.Reply("+OK Bye")
+		s.Log.Info("session", "outcome", "quit")
 		return nil, true
 	}
-	return nil, s.reply("-ERR Unknown command, or not valid before login") != nil
+	return nil, s.Reply("-ERR Unknown command, or not valid before login") != nil
 }
 
 // capa lists the capabilities (RFC 2449 section 5): the edge's own now,
@@ -110,14 +112,14 @@ func (s *session) capa() error {
 		b.WriteString(c + "\r\n")
 	}
 	b.WriteString("IMPLEMENTATION gatehouse\r\n.")
-	return s.reply(b.String())
+	return s.Reply(b.String())
 }
 
 func (s *session) offersSTLS() bool {
-	return !s.tls && s.f.EdgeTLS != nil && s.f.TLSMode == TLSStartTLS
+	return !s.TLS && s.f.EdgeTLS != nil && s.f.TLSMode == TLSStartTLS
 }
 
-func (s *session) loginAllowed() bool { return s.tls || !s.f.TLSRequired }
+func (s *session) loginAllowed() bool { return s.TLS || !s.f.TLSRequired }
 
 // refuseCleartext answers a login command on a connection that must use
 // TLS first; it reports false when it did so.
@@ -125,7 +127,7 @@ func (s *session) refuseCleartext() bool {
 	if s.loginAllowed() {
 		return true
 	}
-	s.reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
+	s.Reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
 	return false
 }
 
@@ -133,22 +135,22 @@ func (s *session) refuseCleartext() bool {
 // when the session must end.
 func (s *session) stls() bool {
 	if !s.offersSTLS() {
-		return s.reply("-ERR STLS not available") == nil
+		return s.Reply("-ERR STLS not available") == nil
 	}
-	if s.reply("+OK Begin TLS negotiation") != nil {
+	if s.Reply("+OK Begin TLS negotiation") != nil {
 		return false
 	}
-	tc, discarded, err := tls.ServerStartTLS(s.raw, s.r, s.f.EdgeTLS)
+	tc, discarded, err := tls.ServerStartTLS(s.Raw, s.R, s.f.EdgeTLS)
 	if discarded > 0 {
-		s.log.Warn("discarded plaintext pipelined after STLS", "bytes", discarded)
+		s.Log.Warn("discarded plaintext pipelined after STLS", "bytes", discarded)
 	}
 	if err != nil {
-		s.log.Info("session", "outcome", "tls_failed", "err", err)
+		s.Log.Info("session", "outcome", "tls_failed", "err", err)
 		return false
 	}
 	// RFC 2595 section 4: the client forgets what it learned; so do we.
-	s.conn, s.tls, s.user = tc, true, ""
-	s.r = bufio.NewReaderSize(tc, s.cfg.MaxLine)
+	s.Conn, s.TLS, s.user = tc, true, ""
+	s.R = bufio.NewReaderSize(tc, s.cfg.MaxLine)
 	return true
 }
 
@@ -157,20 +159,20 @@ func (s *session) userCmd(arg string) error {
 		return nil
 	}
 	if arg == "" {
-		return s.reply("-ERR USER needs a name")
+		return s.Reply("-ERR USER needs a name")
 	}
 	s.user = arg
-	return s.reply("+OK")
+	return s.Reply("+OK")
 }
 
 // pass takes the rest of the line as the password: RFC 1939 section 7
 // lets it contain spaces.
-func (s *session) pass(arg string) (*handoff, bool) {
+func (s *session) pass(arg string) (*maillogin.Handoff, bool) {
 	if !s.refuseCleartext() {
 		return nil, false
 	}
 	if s.user == "" {
-		return nil, s.reply("-ERR USER first") != nil
+		return nil, s.Reply("-ERR USER first") != nil
 	}
 	user := s.user
 	s.user = ""
