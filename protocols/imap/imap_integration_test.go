@@ -1,13 +1,9 @@
 package imap
 
 import (
-	"context"
-	"encoding/json"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
@@ -52,20 +48,10 @@ type imaplibResult struct {
 	Subjects []string
 }
 
-func imaplib(t testing.TB, addr, mode, user string) imaplibResult {
+func imaplib(t testing.TB, addr, mode, user string) (res imaplibResult) {
 	t.Helper()
-	py := wiretest.NeedTool(t, "python3", "python3")
 	host, port, _ := strings.Cut(addr, ":")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, py, "-c", imaplibScript, host, port, mode, user, "demo", wiretest.CertPEM(t)).CombinedOutput()
-	if err != nil {
-		t.Fatalf("imaplib %s as %s: %v\n%s", mode, user, err, out)
-	}
-	var res imaplibResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("imaplib printed %q: %v", out, err)
-	}
+	wiretest.Python(t, &res, imaplibScript, host, port, mode, user, "demo", wiretest.CertPEM(t))
 	return res
 }
 
@@ -91,10 +77,8 @@ func TestIntegrationImaplibAndCurlReachEachUsersDovecot(t *testing.T) {
 			t.Errorf("imaplib %s as %s got %+v, want one message %q", tc.mode, tc.user, res, tc.subject)
 		}
 	}
-	curl := wiretest.NeedTool(t, "curl", "curl")
 	for url, user := range map[string]string{"imaps://" + implicit + "/INBOX;MAILINDEX=1": "bob", "imap://" + starttls + "/INBOX;MAILINDEX=1": "alice"} {
-		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", wiretest.CertPEM(t), "-u", user+":demo", url).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
+		if out, err := wiretest.Curl(t, url, user); err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
 			t.Errorf("curl %s as %s: %v\n%s", url, user, err, out)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
-	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // preauth runs the not-authenticated state (RFC 9051 section 3.1) until a
@@ -125,16 +124,11 @@ func (s *session) startTLS(cmd *command) bool {
 	if s.Reply(cmd.tag+" OK Begin TLS negotiation now") != nil {
 		return false
 	}
-	tc, discarded, err := tls.ServerStartTLS(s.Raw, s.R, s.f.EdgeTLS)
-	if discarded > 0 {
-		s.Log.Warn("discarded plaintext pipelined after STARTTLS", "bytes", discarded)
-	}
-	if err != nil {
-		s.Log.Info("session", "outcome", "tls_failed", "err", err)
+	if !s.StartTLS("STARTTLS") {
 		return false
 	}
 	// The client must forget what it learned before TLS; so do we.
-	s.Conn, s.TLS, s.id = tc, true, nil
+	s.id = nil
 	s.setReader()
 	return true
 }

@@ -1,10 +1,7 @@
 package pop3
 
 import (
-	"context"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,20 +60,10 @@ type poplibResult struct {
 	Subjects []string
 }
 
-func poplib(t testing.TB, addr, mode, user string) poplibResult {
+func poplib(t testing.TB, addr, mode, user string) (res poplibResult) {
 	t.Helper()
-	py := wiretest.NeedTool(t, "python3", "python3")
 	host, port, _ := strings.Cut(addr, ":")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, py, "-c", poplibScript, host, port, mode, user, "demo", wiretest.CertPEM(t)).CombinedOutput()
-	if err != nil {
-		t.Fatalf("poplib %s as %s: %v\n%s", mode, user, err, out)
-	}
-	var res poplibResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("poplib printed %q: %v", out, err)
-	}
+	wiretest.Python(t, &res, poplibScript, host, port, mode, user, "demo", wiretest.CertPEM(t))
 	return res
 }
 
@@ -97,10 +84,8 @@ func TestIntegrationPoplibAndCurlReachEachUsersDovecot(t *testing.T) {
 			t.Errorf("poplib %s as %s got %+v, want one message %q", tc.mode, tc.user, res, tc.subject)
 		}
 	}
-	curl := wiretest.NeedTool(t, "curl", "curl")
 	for url, user := range map[string]string{"pop3s://" + implicit + "/1": "bob", "pop3://" + starttls + "/1": "alice"} {
-		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--ssl-reqd", "--cacert", wiretest.CertPEM(t), "-u", user+":demo", url).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
+		if out, err := wiretest.Curl(t, url, user); err != nil || !strings.Contains(string(out), "Subject: "+user+" on ") {
 			t.Errorf("curl %s as %s: %v\n%s", url, user, err, out)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
-	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
 // errLineTooLong is a client line longer than Config.MaxLine.
@@ -140,17 +139,12 @@ func (s *session) stls() bool {
 	if s.Reply("+OK Begin TLS negotiation") != nil {
 		return false
 	}
-	tc, discarded, err := tls.ServerStartTLS(s.Raw, s.R, s.f.EdgeTLS)
-	if discarded > 0 {
-		s.Log.Warn("discarded plaintext pipelined after STLS", "bytes", discarded)
-	}
-	if err != nil {
-		s.Log.Info("session", "outcome", "tls_failed", "err", err)
+	if !s.StartTLS("STLS") {
 		return false
 	}
 	// RFC 2595 section 4: the client forgets what it learned; so do we.
-	s.Conn, s.TLS, s.user = tc, true, ""
-	s.R = bufio.NewReaderSize(tc, s.cfg.MaxLine)
+	s.user = ""
+	s.R = bufio.NewReaderSize(s.Conn, s.cfg.MaxLine)
 	return true
 }
 

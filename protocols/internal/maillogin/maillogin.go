@@ -156,6 +156,25 @@ func (s *Session) watchShutdown() (stop func()) {
 	return func() { close(done); <-exited }
 }
 
+// StartTLS runs the server side of the TLS handshake after the go-ahead
+// to verb (STARTTLS, STLS). Bytes the client pipelined behind the command
+// are discarded, never executed (tls.ServerStartTLS; CVE-2011-0411). On
+// success Conn is the TLS connection and TLS is set; the frontend then
+// forgets what the client told it before, its reader included. StartTLS
+// reports false, logged, when the session must end.
+func (s *Session) StartTLS(verb string) bool {
+	tc, discarded, err := tls.ServerStartTLS(s.Raw, s.R, s.f.EdgeTLS)
+	if discarded > 0 {
+		s.Log.Warn("discarded plaintext pipelined after "+verb, "bytes", discarded)
+	}
+	if err != nil {
+		s.Log.Info("session", "outcome", "tls_failed", "err", err)
+		return false
+	}
+	s.Conn, s.TLS = tc, true
+	return true
+}
+
 // Reply writes response lines to the client, each ended by CRLF, in one
 // write.
 func (s *Session) Reply(lines ...string) error {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -84,15 +83,4 @@ func WriteFile(t testing.TB, path, body string) {
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// NeedTool returns the path of a real peer's binary, or fails the test
-// naming the Debian package that provides it.
-func NeedTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found (%v): install the Debian package %s", name, err, pkg)
-	}
-	return p
 }
