@@ -65,7 +65,7 @@ type Server struct {
 	life   testserver.Lifecycle
 	mu     sync.Mutex
 	users  map[string]*imapmemserver.User
-	logins []Login
+	logins testserver.Records[Login]
 }
 
 // Login is a successful login, by LOGIN or AUTHENTICATE PLAIN.
@@ -155,22 +155,12 @@ func (s *Server) Sessions() int { return s.life.Sessions() }
 // Logins returns the user names of the successful logins so far, oldest
 // first.
 func (s *Server) Logins() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	users := make([]string, len(s.logins))
-	for i, l := range s.logins {
-		users[i] = l.User
-	}
-	return users
+	return testserver.Map(&s.logins, func(l Login) string { return l.User })
 }
 
 // LoginRecords returns the successful logins so far with their client
 // addresses, oldest first.
-func (s *Server) LoginRecords() []Login {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Login(nil), s.logins...)
-}
+func (s *Server) LoginRecords() []Login { return s.logins.All() }
 
 func (s *Server) user(name string) *imapmemserver.User {
 	s.mu.Lock()
@@ -178,8 +168,4 @@ func (s *Server) user(name string) *imapmemserver.User {
 	return s.users[name]
 }
 
-func (s *Server) recordLogin(l Login) {
-	s.mu.Lock()
-	s.logins = append(s.logins, l)
-	s.mu.Unlock()
-}
+func (s *Server) recordLogin(l Login) { s.logins.Add(l) }

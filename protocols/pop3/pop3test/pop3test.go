@@ -63,7 +63,7 @@ type Server struct {
 	life   testserver.Lifecycle
 	mu     sync.Mutex
 	boxes  map[string]*box
-	logins []Login
+	logins testserver.Records[Login]
 }
 
 // Mailbox is one user's maildrop.
@@ -181,22 +181,12 @@ func (s *Server) Sessions() int { return s.life.Sessions() }
 // Logins returns the user names of the successful logins so far, oldest
 // first.
 func (s *Server) Logins() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	users := make([]string, len(s.logins))
-	for i, l := range s.logins {
-		users[i] = l.User
-	}
-	return users
+	return testserver.Map(&s.logins, func(l Login) string { return l.User })
 }
 
 // LoginRecords returns the successful logins so far with their client
 // addresses, oldest first.
-func (s *Server) LoginRecords() []Login {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Login(nil), s.logins...)
-}
+func (s *Server) LoginRecords() []Login { return s.logins.All() }
 
 // Messages returns a copy of what user's maildrop holds now, with CRLF line
 // endings, or nil for an unknown user.
@@ -214,11 +204,7 @@ func (s *Server) Messages(user string) [][]byte {
 	return out
 }
 
-func (s *Server) recordLogin(l Login) {
-	s.mu.Lock()
-	s.logins = append(s.logins, l)
-	s.mu.Unlock()
-}
+func (s *Server) recordLogin(l Login) { s.logins.Add(l) }
 
 // checkPassword reports whether user exists and pass is its password.
 func (s *Server) checkPassword(user, pass string) bool {
