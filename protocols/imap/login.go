@@ -27,13 +27,13 @@ func (s *session) login(tag, user, pass, mech string) (h *maillogin.Handoff, end
 // not about the credentials is temporary.
 func refused(backend, tag, text string) *maillogin.RefusedError {
 	e := &maillogin.RefusedError{Backend: backend, Line: text}
+	text = strings.TrimSpace(text)
 	for _, code := range []string{"[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]", "[CONTACTADMIN]"} {
 		if strings.HasPrefix(text, code) {
 			e.Temporary = true
 			break
 		}
 	}
-	text = strings.TrimSpace(text)
 	switch {
 	case strings.HasPrefix(text, "["):
 		e.Reply = tag + " NO " + text
