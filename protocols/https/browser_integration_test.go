@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,14 +30,25 @@ func startChromium(t *testing.T) *browser {
 	if err != nil {
 		t.Fatal("chromium is missing: install the Debian package chromium")
 	}
-	dir := t.TempDir()
+	// Chromium's helper processes write to the profile until they are gone:
+	// the whole process group is stopped before the profile is removed.
+	dir, err := os.MkdirTemp("", "gatehouse-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	cmd := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--ignore-certificate-errors", "--user-data-dir="+dir, "--remote-debugging-port=0",
 		"--remote-allow-origins=*", "about:blank")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		time.Sleep(100 * time.Millisecond)
+	})
 	var port string
 	eventually(t, 30*time.Second, "Chromium's DevTools port", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "DevToolsActivePort"))

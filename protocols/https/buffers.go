@@ -7,9 +7,9 @@ import (
 )
 
 // Buffers are taken only while bytes move and given back as soon as the
-// connection waits: a held ActiveSync Ping or an idle keep-alive
-// connection then costs no buffer at all on a plain socket, since
-// readiness is awaited on the socket itself (timedConn.waitReadable).
+// connection waits: a held long poll or an idle keep-alive connection then
+// costs no buffer at all on a plain socket, since readiness is awaited on
+// the socket itself (timedConn.waitReadable).
 
 var (
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
@@ -116,10 +116,11 @@ func (u *upstream) releaseWriter() {
 	}
 }
 
-// awaitResponse waits for the response's first byte without a buffer when
-// the back-end connection is a plain socket.
-func (u *upstream) awaitResponse() error {
-	if u.br == nil && u.plain {
+// awaitResponse waits for the first byte of a long poll's response
+// without a buffer when the back-end connection is a plain socket. Other
+// responses come soon: they are read at once, which saves a system call.
+func (u *upstream) awaitResponse(longPoll bool) error {
+	if longPoll && u.br == nil && u.plain {
 		return u.timed.waitReadable()
 	}
 	return nil

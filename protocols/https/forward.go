@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 // exchange sends the request over u and relays the response: the head,
@@ -26,6 +27,7 @@ func (s *session) exchange(u *upstream, r *request) outcome {
 	}
 	u.up += x.up
 	u.down += x.down
+	u.used = time.Now()
 	u.releaseReader()
 	if u.broken {
 		s.drop(u)
@@ -42,7 +44,7 @@ func (s *session) relayResponse(u *upstream, r *request, x *outcome, p *bodyPump
 	if p.done == nil {
 		s.releaseReader() // nothing reads the client until the response is over
 	}
-	err := u.awaitResponse()
+	err := u.awaitResponse(r.longPoll())
 	status := 0
 	if err == nil {
 		status, err = s.readFinalHead(u, r)

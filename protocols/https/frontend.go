@@ -95,8 +95,10 @@ type Frontend struct {
 	// ProxyVersion, 1 or 2, sends a PROXY header on every back-end
 	// connection; 0 sends none.
 	ProxyVersion byte
-	// Idle replaces DefaultIdle for services with no idle of their own in
-	// Config; 0 keeps DefaultIdle.
+	// Idle is the least idle timeout of every service without an idle of
+	// its own in Config: DefaultIdle applies when it is longer, so that a
+	// listener-wide value never cuts ActiveSync's 59-minute heartbeat.
+	// 0 means DefaultIdle alone.
 	Idle time.Duration
 	// ACME answers ACME HTTP-01 challenges (/.well-known/acme-challenge/)
 	// on a plain listener, before any redirect; nil passes them on like
@@ -182,10 +184,7 @@ func (f *Frontend) idle(service string) time.Duration {
 	if s, ok := f.Config.Services[service]; ok && s.Idle > 0 {
 		return s.Idle
 	}
-	if f.Idle > 0 {
-		return f.Idle
-	}
-	return DefaultIdle(service)
+	return max(f.Idle, DefaultIdle(service))
 }
 
 func (f *Frontend) implicitTLS() bool { return f.TLSMode == tls.ModeImplicit && f.EdgeTLS != nil }

@@ -194,9 +194,11 @@ func TestDefaultIdleOutlastsExchange(t *testing.T) {
 			t.Errorf("DefaultIdle(%s) = %v, want at least %v", svc, got, atLeast)
 		}
 	}
-	f := &Frontend{Config: Config{Services: map[string]Service{EWS: {Idle: time.Minute}}}}
-	if f.idle(EWS) != time.Minute || f.idle(ActiveSync) != 61*time.Minute {
-		t.Errorf("idle: ews %v, activesync %v", f.idle(EWS), f.idle(ActiveSync))
+	// A service's own idle wins; the listener's idle only lengthens the
+	// defaults, never cuts ActiveSync's heartbeat.
+	f := &Frontend{Idle: time.Hour, Config: Config{Services: map[string]Service{EWS: {Idle: time.Minute}}}}
+	if f.idle(EWS) != time.Minute || f.idle(ActiveSync) != 61*time.Minute || f.idle(OWA) != time.Hour {
+		t.Errorf("idle: ews %v, activesync %v, owa %v", f.idle(EWS), f.idle(ActiveSync), f.idle(OWA))
 	}
 }
 

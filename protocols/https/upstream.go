@@ -3,7 +3,6 @@ package https
 import (
 	"bufio"
 	stdtls "crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -25,7 +24,8 @@ type upstream struct {
 	bw      *bufio.Writer // nil while no request is being written
 	release func()
 	pinned  bool
-	broken  bool // no further request may use it
+	broken  bool      // no further request may use it
+	used    time.Time // end of its last exchange
 	up      int64
 	down    int64
 }
@@ -150,9 +150,14 @@ func (u *upstream) close() {
 	u.releaseWriter()
 }
 
-// usable reports whether a kept-alive connection may take a request.
+// usable reports whether a kept-alive connection may take a request. The
+// socket is asked after a second of rest, or always for a pinned one (a
+// login that ended must end its client connection before a request is
+// sent, not after): a connection that just answered is not closing yet,
+// and the question costs a system call.
 func (u *upstream) usable() bool {
-	return !u.broken && (u.br == nil || u.br.Buffered() == 0) && alive(u.raw, u.plain)
+	if u.broken || (u.br != nil && u.br.Buffered() > 0) {
+		return false
+	}
+	return (!u.pinned && time.Since(u.used) < time.Second) || alive(u.raw, u.plain)
 }
-
-var errBackendClosed = errors.New("back-end closed the connection")
