@@ -13,6 +13,20 @@
 //   - GET /owa/ serves a small HTML page naming the back-end.
 //   - Any other path answers 200 with a short text naming the back-end and
 //     the request path.
+//   - With Users set, EWS, RPC and MAPI ask for a login as IIS does: NTLM
+//     (or Negotiate carrying NTLM) whose challenge holds only on the TCP
+//     connection that received it and whose login then covers that
+//     connection, or Basic; answers name the user (X-User). NTLMNegotiate
+//     and NTLMAuthenticate are the client side, for tests.
+//   - RPC_IN_DATA and RPC_OUT_DATA on /rpc/rpcproxy.dll open RPC over HTTP
+//     channels ([MS-RPCH]): the first PDU (CONN/A1, CONN/B1, IN_R1/A1,
+//     OUT_R1/A3) is parsed and its virtual connection cookie recorded
+//     (Channels); bytes sent on an IN channel come back on the OUT channel
+//     of the same cookie; 0 to 16-byte bodies get the echo response.
+//   - An ActiveSync Ping is held for its HeartbeatInterval (or PingHold)
+//     and answered with Status 1 (HeldPings counts them).
+//   - With FormsAuth, OWA asks for a forms login whose session cookie only
+//     this server accepts, as Exchange 2010 did.
 //
 // Start serves plain HTTP; StartTLS serves HTTPS with a self-signed
 // certificate generated when the server starts (see Certificate and Client).

@@ -2,6 +2,7 @@ package exchangetest
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -180,5 +181,91 @@ func expectUser(t *testing.T, br *bufio.Reader, user string) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || resp.Header.Get("X-User") != user {
 		t.Errorf("response %d, X-User %q, body %q; want 200 for %s", resp.StatusCode, resp.Header.Get("X-User"), body, user)
+	}
+}
+
+func TestPingHeldForItsHeartbeat(t *testing.T) {
+	s := NewUnstartedServer("cas-a")
+	s.PingHold = time.Hour
+	s.Start()
+	t.Cleanup(s.Close)
+	start := time.Now()
+	// The body's HeartbeatInterval wins over PingHold.
+	resp, err := http.Post(s.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=a&DeviceId=d&DeviceType=t", "text/xml",
+		strings.NewReader("<Ping><HeartbeatInterval>1</HeartbeatInterval></Ping>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if d := time.Since(start); d < time.Second || d > 5*time.Second || !strings.Contains(string(body), "<Status>1</Status>") {
+		t.Errorf("Ping answered after %v with %q, want Status 1 after about 1s", d, body)
+	}
+}
+
+func TestRPCEchoAndChannels(t *testing.T) {
+	s := NewServer("cas-a")
+	t.Cleanup(s.Close)
+	c := rawConn(t, s.Addr)
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "RPC_IN_DATA /rpc/rpcproxy.dll?x:6001 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || len(echo) != 20 || echo[2] != 20 || binary.LittleEndian.Uint16(echo[16:]) != 0x40 {
+		t.Errorf("echo: %d % x", resp.StatusCode, echo)
+	}
+	// CONN/A1 on an OUT channel: the cookie is recorded and CONN/A3 and
+	// CONN/C2 follow the 200.
+	a1 := rtsPDU(0, rtsCommand(6, 1), append(binary.LittleEndian.AppendUint32(nil, 3), bytes.Repeat([]byte{7}, 16)...),
+		append(binary.LittleEndian.AppendUint32(nil, 3), make([]byte, 16)...), rtsCommand(0, 65536))
+	fmt.Fprintf(c, "RPC_OUT_DATA /rpc/rpcproxy.dll?x:6001 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(a1), a1)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != outChannelLength {
+		t.Fatalf("OUT channel: %v %v", resp, err)
+	}
+	pdus := make([]byte, 72)
+	if _, err := io.ReadFull(resp.Body, pdus); err != nil || binary.LittleEndian.Uint16(pdus[8:]) != 28 {
+		t.Errorf("CONN/A3 and CONN/C2: % x, %v", pdus, err)
+	}
+	if ch := s.Channels(); len(ch) != 1 || ch[0].PDU != "CONN/A1" || ch[0].Cookie[0] != 7 || ch[0].In {
+		t.Errorf("Channels() = %+v", ch)
+	}
+}
+
+func TestFormsLoginOnlyOnItsServer(t *testing.T) {
+	var servers []*Server
+	for _, name := range []string{"cas-a", "cas-b"} {
+		s := NewUnstartedServer(name)
+		s.FormsAuth = true
+		s.Start()
+		t.Cleanup(s.Close)
+		servers = append(servers, s)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.PostForm(servers[0].URL+"/owa/auth.owa", map[string][]string{"username": {"alice"}, "password": {"demo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookie := resp.Header.Get("Set-Cookie")
+	if resp.StatusCode != 302 || !strings.HasPrefix(cookie, "cadata=alice.") {
+		t.Fatalf("login: %d, Set-Cookie %q", resp.StatusCode, cookie)
+	}
+	for i, s := range servers {
+		req, _ := http.NewRequest("GET", s.URL+"/owa/", nil)
+		req.Header.Set("Cookie", strings.Split(cookie, ";")[0])
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// The session cookie of cas-a means nothing to cas-b.
+		if signedIn := strings.Contains(string(body), `id="user">alice<`); signedIn != (i == 0) {
+			t.Errorf("%s with cas-a's cookie: %d, signed in %v", s.Name, resp.StatusCode, signedIn)
+		}
 	}
 }
