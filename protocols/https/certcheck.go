@@ -115,7 +115,7 @@ type certTarget struct {
 func (f *Frontend) certTargets() []certTarget {
 	var out []certTarget
 	index := map[string]int{}
-	for _, service := range ServiceNames {
+	for _, service := range serviceNames {
 		if f.Config.service(service).TLS == TLSPassthrough {
 			continue
 		}

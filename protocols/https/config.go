@@ -25,8 +25,13 @@ const (
 	Default      = "default"
 )
 
-// ServiceNames lists every service, Default last.
-var ServiceNames = []string{OWA, ECP, EWS, ActiveSync, RPC, MAPI, Autodiscover, OAB, PowerShell, Default}
+// serviceNames lists every service, Default last.
+var serviceNames = []string{OWA, ECP, EWS, ActiveSync, RPC, MAPI, Autodiscover, OAB, PowerShell, Default}
+
+// Services returns the names of every service, Default last: the keys of
+// Config.Services and Frontend.Services, and the health checks
+// "<listener>/<service>".
+func Services() []string { return slices.Clone(serviceNames) }
 
 // Affinities a service may use, as the config spells them.
 const (
@@ -222,8 +227,8 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for _, name := range sortedKeys(c.Services) {
-		if !slices.Contains(ServiceNames, name) {
-			return fmt.Errorf("services.%s: unknown service (want one of %s)", name, strings.Join(ServiceNames, ", "))
+		if !slices.Contains(serviceNames, name) {
+			return fmt.Errorf("services.%s: unknown service (want one of %s)", name, strings.Join(serviceNames, ", "))
 		}
 		if err := c.Services[name].validate(); err != nil {
 			return fmt.Errorf("services.%s.%w", name, err)

@@ -36,6 +36,11 @@ package https
 //   - There is no total request timeout. A request ends when no byte moved
 //     either way on any of the session's connections for the service's idle
 //     time, which by default outlasts Exchange's own timers.
+//   - HTTP/2 is never negotiated with clients (NTLM cannot run over it;
+//     [MS-RPCH] needs HTTP/1.x).
+//   - A connection holds a buffer only while bytes move on it: a held long
+//     poll on a plain back-end socket and an idle keep-alive connection
+//     wait on the socket itself, with no buffer.
 
 import (
 	"bufio"
@@ -70,7 +75,7 @@ type Frontend struct {
 	// Pool holds the listener's back-ends, used by every service that has
 	// no pool of its own in Services. Required.
 	Pool *proxy.Pool
-	// Services holds a pool per service name (see ServiceNames), each with
+	// Services holds a pool per service name (see Services), each with
 	// its own Backend values so that health is kept per back-end and
 	// service. A service absent here uses Pool.
 	Services map[string]*proxy.Pool
