@@ -119,17 +119,18 @@ func (l *parkedLeg) resume() {
 // burst moves what is queued on src now. It holds a pooled buffer only
 // while it runs, never while the direction waits.
 func (l *parkedLeg) burst() error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	moved := func(n int64) {
+		l.n.Add(n)
+		l.s.last.Store(time.Now().UnixNano())
+	}
 	for {
-		n, err := l.read(*bp)
-		switch {
-		case err != nil:
+		bp, n, err := readQueued(l.rc)
+		if err != nil {
 			return err
-		case n == 0:
-			return io.EOF
 		}
-		if err := l.forward((*bp)[:n], n == len(*bp)); err != nil {
+		err = forward(l.dst, l.src, l.rc, (*bp)[:n], n == len(*bp), moved)
+		bufPool.Put(bp)
+		if err != nil {
 			return err
 		}
 	}
@@ -145,75 +146,11 @@ const warmWait = 50 * time.Millisecond
 // whether it did (false: park it).
 func (l *parkedLeg) waitWarm() bool {
 	l.src.SetReadDeadline(time.Now().Add(warmWait))
-	waited := false
-	err := l.rc.Read(func(uintptr) bool {
-		if waited {
-			return true
-		}
-		waited = true
-		return false // wait for readability, then come back
-	})
+	err := waitReadable(l.rc)
 	if !l.s.aborted.Load() { // an abort's deadline must stay
 		l.src.SetReadDeadline(time.Time{})
 	}
 	return err == nil
-}
-
-// read reads what is queued on src without waiting: EAGAIN when nothing.
-func (l *parkedLeg) read(buf []byte) (n int, err error) {
-	cerr := l.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = syscall.Read(int(fd), buf)
-			if err != syscall.EINTR {
-				return true
-			}
-		}
-	})
-	if cerr != nil {
-		return 0, cerr
-	}
-	if n < 0 {
-		n = 0
-	}
-	return n, err
-}
-
-// forward writes a burst's first bytes and, for a stream, splices what
-// else is queued.
-func (l *parkedLeg) forward(first []byte, stream bool) error {
-	if _, err := l.dst.Write(first); err != nil {
-		return err
-	}
-	l.n.Add(int64(len(first)))
-	l.s.last.Store(time.Now().UnixNano())
-	for stream {
-		queued, eof, err := l.peek()
-		if errors.Is(err, syscall.EAGAIN) || eof {
-			return nil // resume reads again and sees the same
-		}
-		if err != nil {
-			return err
-		}
-		n, err := l.dst.ReadFrom(&io.LimitedReader{R: l.src, N: int64(queued)})
-		l.n.Add(n)
-		l.s.last.Store(time.Now().UnixNano())
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// peek asks the socket, without waiting, what is queued.
-func (l *parkedLeg) peek() (queued int, eof bool, err error) {
-	cerr := l.rc.Read(func(fd uintptr) bool {
-		queued, eof, err = peek(int(fd))
-		return true
-	})
-	if cerr != nil {
-		return 0, false, cerr
-	}
-	return queued, eof, err
 }
 
 // park hands src to the parker. An abort that raced with it finds the

@@ -79,46 +79,47 @@ func (s *splicer) pump(dst, src net.Conn) int64 {
 	return n
 }
 
-// spliceTCP moves bytes between two TCP sockets in bursts: wait until src is
-// readable without holding anything, then splice exactly the bytes queued.
+// spliceTCP moves bytes between two TCP sockets in bursts (see
+// burst_linux.go): wait until src is readable without holding anything,
+// then move exactly what is queued.
 func (s *splicer) spliceTCP(dst, src *net.TCPConn) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	var total int64
-	for {
-		queued, eof, err := s.waitReadable(src, rc)
-		if err != nil {
-			return total, err
-		}
-		if eof {
-			return total, nil
-		}
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(queued)})
+	moved := func(n int64) {
 		total += n
 		s.touch()
+	}
+	for {
+		bp, n, err := readQueued(rc)
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
+			if err := s.wait(src, rc); err != nil {
+				return total, err
+			}
+			continue
+		case err == io.EOF:
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+		err = forward(dst, src, rc, (*bp)[:n], n == len(*bp), moved)
+		bufPool.Put(bp)
 		if err != nil {
 			return total, err
 		}
 	}
 }
 
-// waitReadable parks until src has bytes queued (returning how many) or has
-// reached EOF, applying the idle timeout.
-func (s *splicer) waitReadable(src *net.TCPConn, rc syscall.RawConn) (queued int, eof bool, err error) {
+// wait parks until src is readable, applying the idle timeout.
+func (s *splicer) wait(src *net.TCPConn, rc syscall.RawConn) error {
 	for {
 		s.armDeadline(src)
-		var opErr error
-		err = rc.Read(func(fd uintptr) bool {
-			queued, eof, opErr = peek(int(fd))
-			return !errors.Is(opErr, syscall.EAGAIN)
-		})
-		if err == nil {
-			err = opErr
-		}
+		err := waitReadable(rc)
 		if err == nil || !s.stillActive(err) {
-			return queued, eof, err
+			return err
 		}
 	}
 }
