@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -41,6 +42,9 @@ type ListenerStatus struct {
 	Refused   uint64          `json:"refused_total"`    // refused before routing (limits)
 	NoBackend uint64          `json:"no_backend_total"` // found no back-end able to serve
 	Backends  []BackendStatus `json:"backends"`
+	// Certificates (https listeners) compares each back-end's certificate
+	// with the edge's: Exchange's Extended Protection needs them equal.
+	Certificates []https.CertCheck `json:"certificates,omitempty"`
 }
 
 // BackendStatus is one back-end of a listener's pool.
@@ -70,25 +74,54 @@ func (s *Server) Status() Status {
 	for _, l := range s.snapshot() {
 		ls := ListenerStatus{Name: l.cfg.Name, Protocol: l.cfg.Protocol, Addrs: l.addrs(), Active: l.server.Active()}
 		ls.Sessions, ls.Refused = l.server.Stats()
-		ls.NoBackend = l.pool.Failures()
-		for _, b := range l.pool.Backends {
-			bs := BackendStatus{
-				Name: b.Name, Addr: b.Addr, Admin: b.Admin().String(),
-				Usable: b.Usable(), Healthy: b.Healthy(), Active: b.Active(),
-			}
-			if hs, ok := s.monitor.Status(b.Name, l.cfg.Name); ok {
-				bs.Checks = append(bs.Checks, CheckStatus{
-					Check: hs.Check, Up: hs.Up, LastError: hs.LastErr,
-					LatencyMS: float64(hs.LastLatency.Microseconds()) / 1000,
-					LastProbe: hs.LastProbe, Since: hs.Since,
-				})
-			}
-			ls.Backends = append(ls.Backends, bs)
+		ls.NoBackend = l.noBackend()
+		ls.Backends = s.backendStatus(l)
+		if l.certStatus != nil {
+			ls.Certificates = l.certStatus()
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
 	st.Changes = s.changes.list()
 	return st
+}
+
+// backendStatus lists a listener's back-ends, each with its checks: one
+// for most listeners, one per service for https.
+func (s *Server) backendStatus(l *listener) []BackendStatus {
+	out := []BackendStatus{}
+	index := map[string]int{}
+	for _, p := range l.pools {
+		for _, b := range p.Backends {
+			i, ok := index[b.Name]
+			if !ok {
+				i = len(out)
+				index[b.Name] = i
+				out = append(out, BackendStatus{
+					Name: b.Name, Addr: b.Addr, Admin: b.Admin().String(),
+					Usable: b.Usable(), Healthy: b.Healthy(),
+				})
+			}
+			out[i].Active += b.Active()
+			if hs, ok := s.monitor.Status(b.Name, p.Name); ok {
+				out[i].Checks = append(out[i].Checks, CheckStatus{
+					Check: hs.Check, Up: hs.Up, LastError: hs.LastErr,
+					LatencyMS: float64(hs.LastLatency.Microseconds()) / 1000,
+					LastProbe: hs.LastProbe, Since: hs.Since,
+				})
+			}
+		}
+	}
+	return out
+}
+
+// noBackend sums the sessions of every pool of the listener that found no
+// back-end.
+func (l *listener) noBackend() uint64 {
+	var n uint64
+	for _, p := range l.pools {
+		n += p.Failures()
+	}
+	return n
 }
 
 // maxChanges is how many recent state changes the status keeps.

@@ -78,10 +78,12 @@ func (s *Server) SetBackendState(name string, state proxy.AdminState) (int, erro
 	s.mu.Unlock()
 	var hit []*proxy.Backend
 	for _, l := range s.snapshot() {
-		for _, b := range l.pool.Backends {
-			if b.Name == name {
-				b.SetAdmin(state)
-				hit = append(hit, b)
+		for _, p := range l.pools {
+			for _, b := range p.Backends {
+				if b.Name == name {
+					b.SetAdmin(state)
+					hit = append(hit, b)
+				}
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	stdtls "crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
@@ -52,6 +53,14 @@ func (b *builder) build() ([]*listener, error) {
 		}
 		out = append(out, l)
 	}
+	if len(b.cfg.HTTP.Listen) > 0 {
+		l, err := b.redirectListener()
+		if err != nil {
+			b.abort()
+			return nil, err
+		}
+		out = append(out, l)
+	}
 	return out, nil
 }
 
@@ -82,11 +91,18 @@ func (b *builder) abort() {
 // listener makes a listener's pool, frontend and proxy.Server, and its
 // sockets: kept from the running config where the address stays.
 func (b *builder) listener(lc *Listener) (*listener, error) {
-	pool, err := b.pool(lc)
-	if err != nil {
-		return nil, err
+	l := &listener{cfg: lc}
+	var handler proxy.Handler
+	var err error
+	if lc.Protocol == "https" {
+		handler, err = b.httpsFrontend(lc, l)
+	} else {
+		l.pool, err = b.listenerPool(lc)
+		if err == nil {
+			l.pools = []*proxy.Pool{l.pool}
+			handler, err = b.frontend(lc, l.pool)
+		}
 	}
-	handler, err := b.frontend(lc, pool)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 	}
@@ -95,14 +111,14 @@ func (b *builder) listener(lc *Listener) (*listener, error) {
 		p, _ := parsePrefix(t) // validated
 		trusted = append(trusted, p)
 	}
-	l := &listener{cfg: lc, pool: pool, server: &proxy.Server{
+	l.server = &proxy.Server{
 		Name:     lc.Name,
 		Handler:  handler,
 		MaxConns: lc.Limits.MaxConnections,
 		MaxPerIP: lc.Limits.MaxPerIP,
 		Trusted:  trusted,
 		Log:      b.s.log,
-	}}
+	}
 	for _, addr := range lc.Listen {
 		ln, err := b.socket(addr)
 		if err != nil {
@@ -127,6 +143,9 @@ func (b *builder) socket(addr string) (net.Listener, error) {
 	b.bound = append(b.bound, ln)
 	return ln, nil
 }
+
+// quietLog discards: for building what was already reported once.
+var quietLog = slog.New(slog.DiscardHandler)
 
 // clientListenConfig leaves TCP keep-alive off on client connections (as
 // HAProxy and nginx do): the idle timeout ends dead sessions, and each
@@ -224,38 +243,60 @@ func (b *builder) certificates(name string) (*tls.Manager, error) {
 	return m, nil
 }
 
-// pool makes the listener's back-ends and their checks. Back-ends start in
-// the state the running config knew them in: health of a check that
-// stays, and the operator's drain or disable.
-func (b *builder) pool(lc *Listener) (*proxy.Pool, error) {
-	policy, err := proxy.NewPolicy(lc.Balance)
+// poolSpec says what one pool holds and how its back-ends are checked.
+type poolSpec struct {
+	check    string   // the health check's name: the listener's, or "listener/service"
+	backends []string // back-end names
+	balance  string
+	keyed    bool                                          // sessions carry an affinity key
+	probe    func(be *proxy.Backend) (health.Check, error) // the check of one back-end
+}
+
+// pool makes a pool's back-ends and their checks. Back-ends start in the
+// state the running config knew them in: health of a check that stays,
+// and the operator's drain or disable.
+func (b *builder) pool(lc *Listener, spec poolSpec) (*proxy.Pool, error) {
+	policy, err := proxy.NewPolicy(spec.balance)
 	if err != nil {
 		return nil, err
 	}
-	if lc.Affinity != proxy.AffinityNone {
+	if spec.keyed {
 		policy = &proxy.Rendezvous{Fallback: policy}
 	}
 	s := b.s
-	pool := &proxy.Pool{Name: lc.Name, Policy: policy, ConnectTimeout: lc.Timeouts.Connect}
+	pool := &proxy.Pool{Name: spec.check, Policy: policy, ConnectTimeout: lc.Timeouts.Connect}
 	pool.OnPassiveDown = func(be *proxy.Backend) {
-		s.log.Warn("back-end taken out after failed connects", "listener", lc.Name, "backend", be.Name, "addr", be.Addr)
-		s.monitor.Suspect(be.Name, lc.Name, errors.New("connects to the back-end failed"))
+		s.log.Warn("back-end taken out after failed connects", "pool", spec.check, "backend", be.Name, "addr", be.Addr)
+		s.monitor.Suspect(be.Name, spec.check, errors.New("connects to the back-end failed"))
 	}
-	for _, name := range lc.Backends {
+	for _, name := range spec.backends {
 		bc := b.cfg.Backends[name]
 		be := proxy.NewBackend(name, backendAddr(bc.Address, lc.Port), bc.Weight)
-		if st, ok := s.monitor.Status(name, lc.Name); ok {
+		if st, ok := s.monitor.Status(name, spec.check); ok {
 			be.SetHealthy(st.Up)
 		}
 		s.mu.Lock()
 		be.SetAdmin(s.adminStates[name])
 		s.mu.Unlock()
 		pool.Backends = append(pool.Backends, be)
-		if err := b.check(lc, be); err != nil {
-			return nil, err
+		c, err := spec.probe(be)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
+		c.Target, c.Name = be.Name, spec.check
+		b.checks = append(b.checks, c)
 	}
 	return pool, nil
+}
+
+// listenerPool is the one pool of a listener of any protocol but https,
+// checked by the listener's health settings.
+func (b *builder) listenerPool(lc *Listener) (*proxy.Pool, error) {
+	return b.pool(lc, poolSpec{
+		check: lc.Name, backends: lc.Backends, balance: lc.Balance,
+		keyed: lc.Affinity != proxy.AffinityNone,
+		probe: func(be *proxy.Backend) (health.Check, error) { return b.check(lc, be) },
+	})
 }
 
 // backendAddr joins a back-end address with the listener's port unless it
@@ -268,7 +309,7 @@ func backendAddr(address string, port int) string {
 }
 
 // check builds the listener's health check of one back-end.
-func (b *builder) check(lc *Listener, be *proxy.Backend) error {
+func (b *builder) check(lc *Listener, be *proxy.Backend) (health.Check, error) {
 	h := lc.Health
 	addr := be.Addr
 	if h.Port != 0 {
@@ -278,17 +319,16 @@ func (b *builder) check(lc *Listener, be *proxy.Backend) error {
 	opts := probeOptions(h)
 	opts.Dial = probeDialer(lc.ProxyProtocol.Send)
 	if err := b.probeTLS(lc, be, &opts); err != nil {
-		return fmt.Errorf("listener %s: %w", lc.Name, err)
+		return health.Check{}, err
 	}
 	probe, err := health.New(h.Probe, opts)
 	if err != nil {
-		return fmt.Errorf("listener %s: %w", lc.Name, err)
+		return health.Check{}, err
 	}
-	b.checks = append(b.checks, health.Check{
-		Target: be.Name, Name: lc.Name, Addr: addr, Probe: probe,
+	return health.Check{
+		Addr: addr, Probe: probe,
 		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
-	})
-	return nil
+	}, nil
 }
 
 // probeOptions maps a health config to the probe's options.
@@ -307,7 +347,8 @@ func probeOptions(h *Health) health.Options {
 // listener does: TLS from the first byte or STARTTLS, trusted the same way.
 func (b *builder) probeTLS(lc *Listener, be *proxy.Backend, o *health.Options) error {
 	host, _, _ := net.SplitHostPort(be.Addr)
-	cfg, err := lc.BackendTLS.ClientConfig(host, b.s.log)
+	// The frontend's own config already warned about insecure_skip_verify.
+	cfg, err := lc.BackendTLS.ClientConfig(host, quietLog)
 	if err != nil || cfg == nil {
 		return err
 	}

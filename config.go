@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp"
@@ -80,7 +81,8 @@ type Listener struct {
 	// Protocol is what the listener speaks: "tcp" (the default) relays
 	// bytes without looking at them; "pop3" and "imap" log clients in at
 	// the edge and route them by user; "smtp" relays mail command by
-	// command (or passes Exchange's AUTH through).
+	// command (or passes Exchange's AUTH through); "https" proxies
+	// Exchange's web services request by request, per service.
 	Protocol string `yaml:"protocol"`
 	// Listen lists "address:port" to bind, one string or a list; required.
 	Listen StringList `yaml:"listen"`
@@ -123,6 +125,10 @@ type Listener struct {
 	// SMTP holds the options of protocol smtp: relay or passthrough mode,
 	// AUTH, client address forwarding, limits.
 	SMTP smtp.Config `yaml:"smtp"`
+	// HTTPS holds the options of protocol https: per-service back-ends,
+	// balancing, affinity, idle timeouts and health checks (OWA, ECP, EWS,
+	// ActiveSync, RPC, MAPI, Autodiscover, OAB, PowerShell), redirects.
+	HTTPS https.Config `yaml:"https"`
 }
 
 // HTTPRedirect configures the port-80 listener.

@@ -111,6 +111,8 @@ func listenerDefaults(l *Listener) {
 		l.IMAP.SetDefaults()
 	case "smtp":
 		l.SMTP.SetDefaults()
+	case "https":
+		l.HTTPS.SetDefaults()
 	}
 	if l.Port == 0 && len(l.Listen) > 0 {
 		if _, p, err := net.SplitHostPort(l.Listen[0]); err == nil {

@@ -84,10 +84,14 @@ func TestIntegrationDemo(t *testing.T) {
 	for _, tt := range []struct{ name, url, user, want string }{
 		{"pop3 alice on demo-a", "pop3://localhost:1110/1", "alice:demo", "alice@demo-a"},
 		{"imap bob on demo-b", "imap://localhost:1143/INBOX;MAILINDEX=1", "bob:demo", "bob@demo-b"},
-		{"https", "https://localhost:8443/owa/", "", "demo-"},
+		{"https", "https://localhost:8443/owa/", "", "X-Backend: demo-"},
+		{"http redirects to https", "http://127.0.0.1:8080/owa/", "", "Location: https://127.0.0.1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			args := []string{"-sS", "--max-time", "10", "--ssl-reqd", "--cacert", caFile, "-D", "-", tt.url}
+			args := []string{"-sS", "--max-time", "10", "--cacert", caFile, "-D", "-", tt.url}
+			if !strings.HasPrefix(tt.url, "http") {
+				args = append(args, "--ssl-reqd") // STLS/STARTTLS, refused without it
+			}
 			if tt.user != "" {
 				args = append(args, "-u", tt.user)
 			}

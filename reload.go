@@ -81,6 +81,9 @@ func (s *Server) handOver(l *listener, taken map[string]bool) {
 		ctx, cancel := context.WithTimeout(s.ctx, grace)
 		defer cancel()
 		l.server.Shutdown(ctx)
+		if l.stop != nil {
+			l.stop()
+		}
 		for i, addr := range l.cfg.Listen {
 			if !taken[addr] {
 				l.sockets[i].Close()

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/gatehouse-proxy/gatehouse/health"
+	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
@@ -55,9 +56,14 @@ func (s *Server) snapshot() []*listener {
 // listener is one configured listener at run time.
 type listener struct {
 	cfg     *Listener
-	pool    *proxy.Pool
+	pool    *proxy.Pool   // the main pool (https: the default service's)
+	pools   []*proxy.Pool // every pool, each named after its health check
 	server  *proxy.Server
 	sockets []net.Listener
+
+	watch      func(context.Context)    // https: the edge/back-end certificate check
+	certStatus func() []https.CertCheck // https: its last results
+	stop       context.CancelFunc       // ends the certificate check
 }
 
 // NewServer builds everything the config describes and binds every port,
@@ -98,12 +104,14 @@ func (s *Server) onHealthChange(t health.Transition) {
 	}
 	s.changes.add(ch)
 	for _, l := range s.snapshot() {
-		if l.cfg.Name != t.Check {
-			continue
-		}
-		for _, b := range l.pool.Backends {
-			if b.Name == t.Target {
-				b.SetHealthy(t.Up)
+		for _, p := range l.pools {
+			if p.Name != t.Check {
+				continue
+			}
+			for _, b := range p.Backends {
+				if b.Name == t.Target {
+					b.SetHealthy(t.Up)
+				}
 			}
 		}
 	}
@@ -130,6 +138,9 @@ func (s *Server) Start() {
 
 // serve starts accepting on every socket of a listener.
 func (s *Server) serve(l *listener) {
+	ctx, stop := context.WithCancel(s.ctx)
+	l.stop = stop
+	l.watchCertificates(ctx)
 	for _, ln := range l.sockets {
 		s.wg.Add(1)
 		go func() {
@@ -179,6 +190,9 @@ func (s *Server) Close() error {
 }
 
 func (l *listener) close() {
+	if l.stop != nil {
+		l.stop()
+	}
 	l.server.Close()
 	for _, ln := range l.sockets {
 		ln.Close()

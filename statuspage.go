@@ -67,7 +67,7 @@ func (s *Server) listenerCounters() map[string]counters {
 	m := map[string]counters{}
 	for _, l := range s.snapshot() {
 		accepted, refused := l.server.Stats()
-		m[l.cfg.Name] = counters{sessions: accepted, refused: refused, noBackend: l.pool.Failures()}
+		m[l.cfg.Name] = counters{sessions: accepted, refused: refused, noBackend: l.noBackend()}
 	}
 	return m
 }

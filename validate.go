@@ -15,11 +15,12 @@ import (
 )
 
 // Protocols are the listener protocols this build serves.
-var Protocols = []string{"tcp", "smtp", "pop3", "imap"}
+var Protocols = []string{"tcp", "smtp", "pop3", "imap", "https"}
 
 // validate checks what decoding cannot: required fields, references
 // between sections, ports used twice, and values from closed sets.
 func validate(c *Config, d *decoder) {
+	ports := map[string][]bound{} // port → where it is bound already
 	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(d, "log.format", c.Log.Format, "text", "json")
 	if c.Admin.Listen != "off" {
@@ -40,7 +41,9 @@ func validate(c *Config, d *decoder) {
 		}
 	}
 	for j, addr := range c.HTTP.Listen {
-		checkHostPort(d, fmt.Sprintf("http.listen[%d]", j), addr)
+		if port, ok := checkHostPort(d, fmt.Sprintf("http.listen[%d]", j), addr); ok {
+			checkPortFree(d, ports, fmt.Sprintf("http.listen[%d]", j), addr, port)
+		}
 	}
 	if len(c.HTTP.Listen) > 0 {
 		checkCertificateRef(d, c, "http.certificates", c.HTTP.Certificates)
@@ -49,7 +52,6 @@ func validate(c *Config, d *decoder) {
 		d.problemAt("listeners", "no listeners: gatehouse would do nothing")
 	}
 	names := map[string]bool{}
-	ports := map[string][]bound{} // port → where it is bound already
 	for i := range c.Listeners {
 		path := fmt.Sprintf("listeners[%d]", i)
 		l := &c.Listeners[i]
@@ -93,7 +95,7 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 	validateHealth(d, l.Health, path+".health")
 	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
 	validateTLS(d, c, l, path)
-	validateProtocol(d, l, path)
+	validateProtocol(d, c, l, path)
 	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
 		d.problemAt(path+".limits", "limits must not be negative")
 	}
@@ -175,7 +177,7 @@ func validateTLS(d *decoder, c *Config, l *Listener, path string) {
 
 // validateProtocol checks the options of the listener's protocol, and
 // that options of another protocol are not set.
-func validateProtocol(d *decoder, l *Listener, path string) {
+func validateProtocol(d *decoder, c *Config, l *Listener, path string) {
 	check := func(key string, used bool, v interface{ Validate() error }) {
 		if _, set := d.nodes[path+"."+key]; set && !used {
 			d.problemAt(path+"."+key, "%s: options of another protocol on a %s listener", key, l.Protocol)
@@ -192,6 +194,39 @@ func validateProtocol(d *decoder, l *Listener, path string) {
 	check("pop3", l.Protocol == "pop3", &l.POP3)
 	check("imap", l.Protocol == "imap", &l.IMAP)
 	check("smtp", l.Protocol == "smtp", &l.SMTP)
+	check("https", l.Protocol == "https", &l.HTTPS)
+	if l.Protocol == "https" {
+		validateHTTPS(d, c, l, path)
+	}
+}
+
+// validateHTTPS checks what an https listener adds: its services' back-ends
+// exist, and its TLS is implicit or none (HTTP has no STARTTLS).
+func validateHTTPS(d *decoder, c *Config, l *Listener, path string) {
+	if l.TLS.Mode == tls.ModeStartTLS || l.BackendTLS.Mode == tls.ModeStartTLS {
+		d.problemAt(path+".tls", "HTTPS has no STARTTLS: use mode implicit or none")
+	}
+	for _, name := range sortedServiceNames(l.HTTPS.Services) {
+		svc := l.HTTPS.Services[name]
+		p := path + ".https.services." + name
+		for j, b := range svc.Backends {
+			if _, ok := c.Backends[b]; !ok {
+				d.problemAt(fmt.Sprintf("%s.backends[%d]", p, j), "unknown back-end %q (define it under backends:)", b)
+			}
+		}
+		if svc.Balance != "" {
+			oneOf(d, p+".balance", svc.Balance, proxy.RoundRobin, proxy.LeastConn)
+		}
+	}
+}
+
+func sortedServiceNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // checkCertificateRef reports a reference to a certificate set that does
