@@ -17,10 +17,16 @@ import (
 // that fills the buffer means a stream; splice(2) then moves the rest of
 // what is queued without copying it through user space.
 
-// readQueued reads what is queued on src without waiting. It returns the
-// pooled buffer holding the bytes (nil with an error or EOF); the caller
-// puts it back. EAGAIN means nothing is queued.
-func readQueued(rc syscall.RawConn) (bp *[]byte, n int, err error) {
+// readBurst reads what is queued on src into a pooled buffer, waiting in
+// the runtime's poller (up to src's read deadline) while nothing is. The
+// buffer is taken only once the kernel has bytes; the caller puts it back.
+// An EOF is io.EOF.
+//
+// The read and the wait must happen in one RawConn.Read call: each call
+// starts by resetting the poller's readiness, so a wait in a second call
+// could miss bytes that arrived after the first one's EAGAIN, and sleep
+// until the next ones (the poller is edge-triggered).
+func readBurst(rc syscall.RawConn) (bp *[]byte, n int, err error) {
 	cerr := rc.Read(func(fd uintptr) bool {
 		bp = bufPool.Get().(*[]byte)
 		for {
@@ -28,6 +34,11 @@ func readQueued(rc syscall.RawConn) (bp *[]byte, n int, err error) {
 			if err != syscall.EINTR {
 				break
 			}
+		}
+		if err == syscall.EAGAIN {
+			bufPool.Put(bp)
+			bp = nil
+			return false // nothing yet: wait, holding no buffer
 		}
 		return true
 	})
@@ -44,20 +55,6 @@ func readQueued(rc syscall.RawConn) (bp *[]byte, n int, err error) {
 		return nil, 0, err
 	}
 	return bp, n, nil
-}
-
-// waitReadable parks the goroutine in the runtime's poller until src has
-// bytes (or EOF, or an error), honouring src's read deadline. It reads
-// nothing.
-func waitReadable(rc syscall.RawConn) error {
-	waited := false
-	return rc.Read(func(uintptr) bool {
-		if waited {
-			return true
-		}
-		waited = true
-		return false
-	})
 }
 
 // forward writes a burst's first bytes to dst and, when they filled the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -92,47 +93,25 @@ func (s *parkedSplice) newLeg(src, dst *net.TCPConn) (*parkedLeg, error) {
 // rest of what is queued without copying it through user space.
 func (l *parkedLeg) resume() {
 	defer l.s.recoverLeg(l)
-	for {
-		if l.s.aborted.Load() {
-			l.end()
-			return
-		}
-		err := l.burst()
-		switch {
-		case errors.Is(err, syscall.EAGAIN) && l.waitWarm():
-			continue
-		case errors.Is(err, syscall.EAGAIN):
-			l.park()
-			return
-		case errors.Is(err, io.EOF):
-			closeWrite(l.dst)
-			l.end()
-			return
-		case err != nil:
-			l.s.abort(err) // the other direction cannot go on either
-			l.end()
-			return
-		}
+	if l.s.aborted.Load() {
+		l.end()
+		return
 	}
-}
-
-// burst moves what is queued on src now. It holds a pooled buffer only
-// while it runs, never while the direction waits.
-func (l *parkedLeg) burst() error {
-	moved := func(n int64) {
-		l.n.Add(n)
-		l.s.last.Store(time.Now().UnixNano())
+	err := l.burst()
+	if !l.s.aborted.Load() { // an abort's deadline must stay
+		l.src.SetReadDeadline(time.Time{})
 	}
-	for {
-		bp, n, err := readQueued(l.rc)
-		if err != nil {
-			return err
-		}
-		err = forward(l.dst, l.src, l.rc, (*bp)[:n], n == len(*bp), moved)
-		bufPool.Put(bp)
-		if err != nil {
-			return err
-		}
+	switch {
+	case l.s.aborted.Load():
+		l.end()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		l.park() // quiet for warmWait: wait in the parker, holding nothing
+	case errors.Is(err, io.EOF):
+		closeWrite(l.dst)
+		l.end()
+	default:
+		l.s.abort(err) // the other direction cannot go on either
+		l.end()
 	}
 }
 
@@ -142,15 +121,28 @@ func (l *parkedLeg) burst() error {
 // kept short so that few goroutines wait at any time.
 const warmWait = 50 * time.Millisecond
 
-// waitWarm waits up to warmWait for src to become readable; it reports
-// whether it did (false: park it).
-func (l *parkedLeg) waitWarm() bool {
-	l.src.SetReadDeadline(time.Now().Add(warmWait))
-	err := waitReadable(l.rc)
-	if !l.s.aborted.Load() { // an abort's deadline must stay
-		l.src.SetReadDeadline(time.Time{})
+// burst moves what src delivers until it has been quiet for warmWait, or
+// ends. It holds a pooled buffer only while bytes move.
+func (l *parkedLeg) burst() error {
+	moved := func(n int64) {
+		l.n.Add(n)
+		l.s.last.Store(time.Now().UnixNano())
 	}
-	return err == nil
+	for {
+		if l.s.aborted.Load() {
+			return nil
+		}
+		l.src.SetReadDeadline(time.Now().Add(warmWait))
+		bp, n, err := readBurst(l.rc)
+		if err != nil {
+			return err
+		}
+		err = forward(l.dst, l.src, l.rc, (*bp)[:n], n == len(*bp), moved)
+		bufPool.Put(bp)
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // park hands src to the parker. An abort that raced with it finds the

@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -93,15 +92,13 @@ func (s *splicer) spliceTCP(dst, src *net.TCPConn) (int64, error) {
 		s.touch()
 	}
 	for {
-		bp, n, err := readQueued(rc)
+		s.armDeadline(src)
+		bp, n, err := readBurst(rc)
 		switch {
-		case errors.Is(err, syscall.EAGAIN):
-			if err := s.wait(src, rc); err != nil {
-				return total, err
-			}
-			continue
 		case err == io.EOF:
 			return total, nil
+		case err != nil && s.stillActive(err):
+			continue // only this direction idled; the other moved bytes
 		case err != nil:
 			return total, err
 		}
@@ -109,17 +106,6 @@ func (s *splicer) spliceTCP(dst, src *net.TCPConn) (int64, error) {
 		bufPool.Put(bp)
 		if err != nil {
 			return total, err
-		}
-	}
-}
-
-// wait parks until src is readable, applying the idle timeout.
-func (s *splicer) wait(src *net.TCPConn, rc syscall.RawConn) error {
-	for {
-		s.armDeadline(src)
-		err := waitReadable(rc)
-		if err == nil || !s.stillActive(err) {
-			return err
 		}
 	}
 }
