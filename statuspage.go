@@ -107,6 +107,7 @@ func refreshSeconds(q string) int {
 type pageData struct {
 	Generated string
 	Refresh   int
+	Columns   []string // one per health check: the listener's name, or "listener/service"
 	Listeners []pageListener
 	Backends  []pageBackend
 	Changes   []pageChange
@@ -120,16 +121,16 @@ type pageListener struct {
 	Rate, ErrorRate              string // "–" until two samples exist
 }
 
-// pageBackend is one row: a back-end and its cell per listener.
+// pageBackend is one row: a back-end and its cell per check.
 type pageBackend struct {
 	Name   string
 	Active int64
-	Cells  []pageCell // in the order of pageData.Listeners
+	Cells  []pageCell // in the order of pageData.Columns
 }
 
-// pageCell is one listener's view of one back-end.
+// pageCell is one check's view of one back-end.
 type pageCell struct {
-	Listener string
+	Listener string // the column: a listener, or "listener/service"
 	State    string // up, down, pending, draining, disabled; "" when not in the pool
 	Check    string // the check's verdict when State is an operator's
 	Latency  string
@@ -141,25 +142,39 @@ type pageChange struct {
 	At, AtFull, Backend, Check, State, Reason string
 }
 
-// buildPage turns a Status into what the template shows.
+// buildPage turns a Status into what the template shows: one column per
+// health check, so an https listener shows each Exchange service apart (a
+// server whose OWA is down while its EWS is up).
 func buildPage(st Status, rates map[string]rate, now time.Time) pageData {
 	d := pageData{Generated: now.Format("2006-01-02 15:04:05 MST")}
-	rows := map[string]*pageBackend{}
-	for i, l := range st.Listeners {
+	for _, l := range st.Listeners {
 		d.Listeners = append(d.Listeners, listenerSummary(l, rates[l.Name]))
+		d.Columns = append(d.Columns, checkColumns(l)...)
+	}
+	col := map[string]int{}
+	for i, c := range d.Columns {
+		col[c] = i
+	}
+	rows := map[string]*pageBackend{}
+	for _, l := range st.Listeners {
 		for _, b := range l.Backends {
 			row := rows[b.Name]
 			if row == nil {
-				row = &pageBackend{Name: b.Name, Cells: make([]pageCell, len(st.Listeners))}
+				row = &pageBackend{Name: b.Name, Cells: make([]pageCell, len(d.Columns))}
 				rows[b.Name] = row
 			}
 			row.Active += b.Active
-			row.Cells[i] = backendCell(b, now)
+			if len(b.Checks) == 0 {
+				row.Cells[col[l.Name]] = backendCell(b, nil, now)
+			}
+			for _, chk := range b.Checks {
+				row.Cells[col[chk.Check]] = backendCell(b, &chk, now)
+			}
 		}
 	}
 	for _, row := range rows {
-		for i, l := range d.Listeners {
-			row.Cells[i].Listener = l.Name
+		for i, c := range d.Columns {
+			row.Cells[i].Listener = c
 		}
 		d.Backends = append(d.Backends, *row)
 	}
@@ -189,14 +204,32 @@ func listenerSummary(l ListenerStatus, r rate) pageListener {
 	return pl
 }
 
-// backendCell describes a back-end as one listener sees it: the
-// operator's state first, else the check's verdict.
-func backendCell(b BackendStatus, now time.Time) pageCell {
+// checkColumns lists a listener's checks in the order its back-ends carry
+// them: its own name, or one "listener/service" per service.
+func checkColumns(l ListenerStatus) []string {
+	var cols []string
+	seen := map[string]bool{}
+	for _, b := range l.Backends {
+		for _, chk := range b.Checks {
+			if !seen[chk.Check] {
+				seen[chk.Check] = true
+				cols = append(cols, chk.Check)
+			}
+		}
+	}
+	if len(cols) == 0 {
+		cols = []string{l.Name}
+	}
+	return cols
+}
+
+// backendCell describes a back-end as one check sees it: the operator's
+// state first, else the check's verdict (nil: not probed yet).
+func backendCell(b BackendStatus, chk *CheckStatus, now time.Time) pageCell {
 	c := pageCell{State: "pending", Check: "pending"}
 	details := []string{"address " + b.Addr}
-	if len(b.Checks) > 0 {
-		chk := b.Checks[0]
-		c.State, c.Latency, details = checkCell(chk, now, details)
+	if chk != nil {
+		c.State, c.Latency, details = checkCell(*chk, now, details)
 		c.Check = "check " + c.State
 	}
 	if b.Admin == "draining" || b.Admin == "disabled" {

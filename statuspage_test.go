@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -565,4 +566,32 @@ listeners: [{name: echo, listen: "127.0.0.1:0", backends: [a, b], health: {probe
 	d.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}, nil)
 	waitEval(t, d, "document.documentElement.scrollWidth <= window.innerWidth", "true", 5*time.Second)
 	d.screenshot(filepath.Join(artifacts, "status-phone.png"))
+}
+
+// An https listener shows one column per Exchange service, so a server
+// whose OWA is down while its EWS is up reads as exactly that.
+func TestStatusPageColumnPerServiceCheck(t *testing.T) {
+	now := time.Now()
+	probed := now.Add(-time.Second)
+	st := Status{Listeners: []ListenerStatus{{
+		Name: "https", Protocol: "https",
+		Backends: []BackendStatus{{
+			Name: "ex1", Addr: "10.0.0.11:443", Admin: "enabled",
+			Checks: []CheckStatus{
+				{Check: "https/owa", Up: false, LastError: "http: status 503", LastProbe: probed, Since: probed},
+				{Check: "https/ews", Up: true, LastProbe: probed, Since: probed},
+			},
+		}},
+	}}}
+	d := buildPage(st, nil, now)
+	if want := []string{"https/owa", "https/ews"}; !slices.Equal(d.Columns, want) {
+		t.Fatalf("columns = %v, want %v", d.Columns, want)
+	}
+	cells := d.Backends[0].Cells
+	if cells[0].State != "down" || cells[1].State != "up" {
+		t.Errorf("cells = %+v", cells)
+	}
+	if !strings.Contains(cells[0].Title, "status 503") {
+		t.Errorf("the OWA cell's hover text lacks its error: %q", cells[0].Title)
+	}
 }
