@@ -2,7 +2,6 @@ package smtptest
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,18 +10,19 @@ import (
 	"errors"
 	"math/big"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	stdtls "crypto/tls"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+
 	gosmtp "github.com/emersion/go-smtp"
 )
 
 // testTimeout bounds every connection a test opens.
-const testTimeout = 5 * time.Second
+const testTimeout = wiretest.Wait
 
 // boundedConn never lets a deadline move past the one set at dial time, so a
 // client library that resets deadlines (go-smtp sets minutes) stays bounded.
@@ -160,41 +160,8 @@ func tlsConfigs(t *testing.T) (server, client *stdtls.Config) {
 }
 
 // assertGoroutinesGone fails if, shortly after Close, any goroutine still
-// runs the server's or go-smtp's code.
+// runs the server's, its listener's or go-smtp's code.
 func assertGoroutinesGone(t *testing.T) {
 	t.Helper()
-	needles := [][]byte{[]byte("smtptest.(*"), []byte("smtptest.holdSilently"), []byte("go-smtp.(*")}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		stacks := buf[:runtime.Stack(buf, true)]
-		var found []byte
-		for _, n := range needles {
-			if i := bytes.Index(stacks, n); i >= 0 {
-				found = stacks[max(0, i-200):min(len(stacks), i+200)]
-			}
-		}
-		if found == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server goroutine still running after Close:\n%s", found)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// closeWithin runs closeServer and fails the test if it does not return in time.
-func closeWithin(t *testing.T, closeServer func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		closeServer()
-	}()
-	select {
-	case <-done:
-	case <-time.After(testTimeout):
-		t.Fatal("Close did not return")
-	}
+	wiretest.GoroutinesGone(t, "smtptest.(*", "testserver.(*", "testserver.holdSilently", "go-smtp.(*")
 }

@@ -22,12 +22,12 @@ package smtptest
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 
 	stdtls "crypto/tls"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/testserver"
 
 	gosmtp "github.com/emersion/go-smtp"
 )
@@ -70,13 +70,9 @@ type Server struct {
 	// Logger receives the server's log lines. nil discards them.
 	Logger *slog.Logger
 
-	mu       sync.Mutex
-	started  bool
-	srv      *gosmtp.Server
-	ln       *listener
-	served   chan struct{}
-	closed   bool
-	messages []Message
+	life     testserver.Lifecycle
+	srv      *gosmtp.Server // go-smtp's server, set once by StartOn
+	messages testserver.Records[Message]
 }
 
 // Message is a message the server accepted.
@@ -114,13 +110,7 @@ func NewUnstartedServer(name string) *Server {
 
 // Start starts the server on 127.0.0.1 on a port chosen by the system. It
 // panics if it cannot listen or if the server was already started.
-func (s *Server) Start() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("smtptest: listen on 127.0.0.1:0: %v", err))
-	}
-	s.StartOn(ln)
-}
+func (s *Server) Start() { s.StartOn(testserver.Listen("smtptest")) }
 
 // StartOn starts the server on ln, which it owns from then on; Addr becomes
 // ln's address. ln may be any listener, for example a go-proxyproto one,
@@ -128,20 +118,18 @@ func (s *Server) Start() {
 // TLS (a crypto/tls listener) is not supported: go-smtp would not see it.
 // StartOn panics if the server was already started.
 func (s *Server) StartOn(ln net.Listener) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		panic("smtptest: server already started")
-	}
-	s.started = true
+	tl := s.life.Start("smtptest", ln, s.Hang)
 	if s.Name == "" {
 		s.Name = "smtptest"
 	}
 	s.Addr = ln.Addr().String()
-	s.ln = newListener(ln, s.Hang)
-	s.srv = s.newGoSMTP()
-	s.served = make(chan struct{})
-	go s.serve(s.srv, s.ln, s.served)
+	tl.Wrap = wrapConn
+	srv := s.newGoSMTP()
+	s.srv = srv
+	s.life.Serve(func() {
+		err := srv.Serve(tl)
+		s.logger().Debug("smtptest: stopped accepting", "backend", s.Name, "err", err)
+	})
 }
 
 // newGoSMTP builds the go-smtp server from the option fields.
@@ -155,60 +143,23 @@ func (s *Server) newGoSMTP() *gosmtp.Server {
 	return srv
 }
 
-func (s *Server) serve(srv *gosmtp.Server, ln *listener, done chan<- struct{}) {
-	defer close(done)
-	err := srv.Serve(ln)
-	s.logger().Debug("smtptest: stopped accepting", "backend", s.Name, "err", err)
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
+func (s *Server) logger() *slog.Logger { return testserver.Logger(s.Logger) }
 
 // Close stops the listener, closes every live connection, and waits until
 // all of the server's goroutines have ended. It may be called more than once,
 // and on a server that never started.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if !s.started || s.closed {
-		s.closed = true
-		s.mu.Unlock()
-		return
+	s.life.Close() // go-smtp accepts no more, and every connection is closed
+	if s.srv != nil {
+		_ = s.srv.Shutdown(context.Background()) // waits for go-smtp's handlers
 	}
-	s.closed = true
-	s.mu.Unlock()
-
-	_ = s.ln.Listener.Close()
-	<-s.served // go-smtp accepts no more, so no handler can start after this
-	s.ln.closeConns()
-	_ = s.srv.Shutdown(context.Background()) // waits for go-smtp's handlers
-	s.ln.wait()
 }
 
 // Messages returns a copy of the messages accepted so far, oldest first.
-func (s *Server) Messages() []Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Message(nil), s.messages...)
-}
+func (s *Server) Messages() []Message { return s.messages.All() }
 
 // Sessions reports how many connections the server has accepted, including
 // those it left hanging.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil {
-		return 0
-	}
-	return ln.sessions()
-}
+func (s *Server) Sessions() int { return s.life.Sessions() }
 
-func (s *Server) record(m Message) {
-	s.mu.Lock()
-	s.messages = append(s.messages, m)
-	s.mu.Unlock()
-}
+func (s *Server) record(m Message) { s.messages.Add(m) }

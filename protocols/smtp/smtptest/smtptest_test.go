@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/pires/go-proxyproto"
@@ -322,8 +324,8 @@ func TestCloseEndsEverything(t *testing.T) {
 	hung.Start()
 	stuck := dial(t, hung.Addr)
 
-	closeWithin(t, s.Close)
-	closeWithin(t, hung.Close)
+	wiretest.CloseWithin(t, s.Close)
+	wiretest.CloseWithin(t, hung.Close)
 	live.expectEOF()
 	if n, err := stuck.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("hung connection read %d, %v; want it closed", n, err)
