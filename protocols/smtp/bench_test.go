@@ -12,7 +12,7 @@ import (
 func BenchmarkRelayMessage(b *testing.B) {
 	addr, _ := serve(b, newFrontend(startFake(b, &fakeMTA{})))
 	c := greeted(b, addr)
-	c.c.SetDeadline(time.Time{})
+	c.SetDeadline(time.Time{})
 	c.cmd("EHLO client.example", "250 ")
 	body := "Subject: bench\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 16)
 	b.SetBytes(int64(len(body)))

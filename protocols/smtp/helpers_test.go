@@ -1,66 +1,33 @@
 package smtp
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	stdtls "crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // wait bounds every read, write and dial a test makes, so that a broken
 // frontend fails a test instead of hanging it.
-const wait = 5 * time.Second
+const wait = wiretest.Wait
 
 // quiet is the logger of servers whose log lines a test does not read.
 var quiet = slog.New(slog.DiscardHandler)
 
 // TestMain fails the package when goroutines outlive the tests: every
-// session, back-end and watcher a test starts must have ended. (The fuzz
-// engine keeps a signal goroutine of its own, so fuzzing is not checked.)
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
-	if code == 0 && !fuzzing && !settled(before, 5*time.Second) {
-		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
-		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
-		code = 1
-	}
-	os.Exit(code)
-}
-
-func settled(n int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
+// session, back-end and watcher a test starts must have ended.
+func TestMain(m *testing.M) { wiretest.Main(m) }
 
 // fixedOrder keeps the pool's config order, so a test knows which
 // back-end is tried first.
@@ -188,11 +155,7 @@ func tarpit(t testing.TB) string {
 }
 
 // client is the test's side of an SMTP conversation over loopback.
-type client struct {
-	t  testing.TB
-	c  net.Conn
-	br *bufio.Reader
-}
+type client struct{ *wiretest.Conn }
 
 // dial connects to addr from 127.0.0.1.
 func dial(t testing.TB, addr string) *client { return dialFrom(t, "127.0.0.1", addr) }
@@ -200,14 +163,7 @@ func dial(t testing.TB, addr string) *client { return dialFrom(t, "127.0.0.1", a
 // dialFrom connects to addr from the loopback address src.
 func dialFrom(t testing.TB, src, addr string) *client {
 	t.Helper()
-	d := net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	c.SetDeadline(time.Now().Add(wait))
-	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c, br: bufio.NewReader(c)}
+	return &client{wiretest.DialFrom(t, src, addr)}
 }
 
 // greeted dials addr and reads gatehouse's greeting.
@@ -218,19 +174,11 @@ func greeted(t testing.TB, addr string) *client {
 	return c
 }
 
-// send writes each line with CRLF, all in one write.
-func (c *client) send(lines ...string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.c, strings.Join(lines, "\r\n")+"\r\n"); err != nil {
-		c.t.Fatalf("send %q: %v", lines, err)
-	}
-}
-
 // reply reads one whole reply and returns its lines joined by "\n".
 func (c *client) reply() (string, error) {
 	var lines []string
 	for {
-		line, err := c.br.ReadString('\n')
+		line, err := c.R.ReadString('\n')
 		if err != nil {
 			return strings.Join(lines, "\n"), err
 		}
@@ -244,39 +192,39 @@ func (c *client) reply() (string, error) {
 
 // expect reads one reply whose last line must begin with want.
 func (c *client) expect(want string) string {
-	c.t.Helper()
+	c.T.Helper()
 	r, err := c.reply()
 	if err != nil {
-		c.t.Fatalf("reading the reply expected to begin %q: %v (got %q)", want, err, r)
+		c.T.Fatalf("reading the reply expected to begin %q: %v (got %q)", want, err, r)
 	}
 	last := r[strings.LastIndex(r, "\n")+1:]
 	if !strings.HasPrefix(last, want) {
-		c.t.Fatalf("got reply %q, want one beginning %q", r, want)
+		c.T.Fatalf("got reply %q, want one beginning %q", r, want)
 	}
 	return r
 }
 
 // cmd sends one command and expects its reply.
 func (c *client) cmd(line, want string) string {
-	c.t.Helper()
-	c.send(line)
+	c.T.Helper()
+	c.Send(line)
 	return c.expect(want)
 }
 
 // data sends DATA, the message (dot-stuffed by the caller) and the end of
 // data, and expects the final reply.
 func (c *client) data(body, want string) string {
-	c.t.Helper()
+	c.T.Helper()
 	c.cmd("DATA", "354 ")
-	if _, err := io.WriteString(c.c, body+"\r\n.\r\n"); err != nil {
-		c.t.Fatalf("send message: %v", err)
+	if _, err := io.WriteString(c, body+"\r\n.\r\n"); err != nil {
+		c.T.Fatalf("send message: %v", err)
 	}
 	return c.expect(want)
 }
 
 // mail runs one whole transaction and expects the reply to its data.
 func (c *client) mail(from, to, body, want string) string {
-	c.t.Helper()
+	c.T.Helper()
 	c.cmd("MAIL FROM:<"+from+">", "250 ")
 	c.cmd("RCPT TO:<"+to+">", "250 ")
 	return c.data(body, want)
@@ -284,132 +232,30 @@ func (c *client) mail(from, to, body, want string) string {
 
 // startTLS upgrades the conversation, verifying gatehouse's certificate.
 func (c *client) startTLS() {
-	c.t.Helper()
+	c.T.Helper()
 	c.cmd("STARTTLS", "220 2.0.0 ")
-	c.handshake()
-}
-
-func (c *client) handshake() {
-	c.t.Helper()
-	tc := stdtls.Client(c.c, testClientTLS())
-	if err := tc.Handshake(); err != nil {
-		c.t.Fatalf("TLS handshake: %v", err)
-	}
-	c.c, c.br = tc, bufio.NewReader(tc)
+	c.StartTLS(wiretest.ClientTLS())
 }
 
 // expectClosed reads until the connection ends; nothing may arrive.
 func (c *client) expectClosed() {
-	c.t.Helper()
-	data, err := io.ReadAll(c.br)
+	c.T.Helper()
+	data, err := io.ReadAll(c.R)
 	if len(data) > 0 {
-		c.t.Errorf("read %q before the close", data)
+		c.T.Errorf("read %q before the close", data)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		c.t.Fatalf("connection still open after %v", wait)
+		c.T.Fatalf("connection still open after %v", wait)
 	}
 }
 
 // silent checks that nothing arrives within d.
 func (c *client) silent(d time.Duration) {
-	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(d))
-	defer c.c.SetReadDeadline(time.Now().Add(wait))
-	if b, err := c.br.ReadByte(); err == nil {
-		rest, _ := c.br.Peek(c.br.Buffered())
-		c.t.Fatalf("got %q, want silence", append([]byte{b}, rest...))
+	c.T.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	defer c.SetReadDeadline(time.Now().Add(wait))
+	if b, err := c.R.ReadByte(); err == nil {
+		rest, _ := c.R.Peek(c.R.Buffered())
+		c.T.Fatalf("got %q, want silence", append([]byte{b}, rest...))
 	}
-}
-
-var (
-	certOnce sync.Once
-	testCert stdtls.Certificate
-	testPool *x509.CertPool
-)
-
-// testCertificate is a self-signed certificate for localhost and
-// 127.0.0.1, made once per test binary.
-func testCertificate() (stdtls.Certificate, *x509.CertPool) {
-	certOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "gate.test"},
-			DNSNames:     []string{"localhost", "gate.test"},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		leaf, _ := x509.ParseCertificate(der)
-		testCert = stdtls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-		testPool = x509.NewCertPool()
-		testPool.AddCert(leaf)
-	})
-	return testCert, testPool
-}
-
-// testServerTLS is the edge (and back-end) server config of the tests.
-func testServerTLS() *stdtls.Config {
-	cert, _ := testCertificate()
-	return &stdtls.Config{Certificates: []stdtls.Certificate{cert}, MinVersion: stdtls.VersionTLS12}
-}
-
-// testClientTLS trusts testCertificate as gate.test.
-func testClientTLS() *stdtls.Config {
-	_, pool := testCertificate()
-	return &stdtls.Config{RootCAs: pool, ServerName: "gate.test"}
-}
-
-// logBuffer collects log lines for tests that read them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines returns the logged lines containing msg.
-func (b *logBuffer) lines(msg string) []string {
-	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.Contains(l, msg) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-// eventually polls cond until it holds or d has passed.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
 }

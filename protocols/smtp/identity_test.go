@@ -9,6 +9,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
@@ -28,7 +29,7 @@ func TestXClient(t *testing.T) {
 	c.mail("alice@example.org", "bob@example.net", "Hello.", "250 ")
 
 	cmds := fake.commands()
-	port := c.c.LocalAddr().(*net.TCPAddr).Port
+	port := c.LocalAddr().(*net.TCPAddr).Port
 	_, gwPort, _ := net.SplitHostPort(addr)
 	want := "XCLIENT PROTO=ESMTP HELO=client.example DESTADDR=127.0.0.1 DESTPORT=" + gwPort +
 		" PORT=" + strconv.Itoa(port) + " NAME=[UNAVAILABLE] ADDR=127.0.0.2"
@@ -69,8 +70,8 @@ func TestProxyHeaderToBackend(t *testing.T) {
 	c.cmd("EHLO client.example", "250 ")
 	c.mail("alice@example.org", "bob@example.net", "Hello.", "250 ")
 	msgs := mta.Messages()
-	if len(msgs) != 1 || msgs[0].RemoteAddr != c.c.LocalAddr().String() {
-		t.Fatalf("back-end got %+v, want a message from %s", msgs, c.c.LocalAddr())
+	if len(msgs) != 1 || msgs[0].RemoteAddr != c.LocalAddr().String() {
+		t.Fatalf("back-end got %+v, want a message from %s", msgs, c.LocalAddr())
 	}
 }
 
@@ -79,7 +80,7 @@ func TestProxyHeaderToBackend(t *testing.T) {
 func TestReceivedHeader(t *testing.T) {
 	backends, addrs := mtas(t, 1, nil)
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS = "starttls", testServerTLS()
+	fe.TLSMode, fe.EdgeTLS = "starttls", wiretest.ServerTLS()
 	fe.Config.ReceivedHeader = true
 	addr, _ := serve(t, fe)
 	c := dialFrom(t, "127.0.0.2", addr)

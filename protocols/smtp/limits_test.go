@@ -94,7 +94,7 @@ func TestErrorFlood(t *testing.T) {
 	c.cmd("NOOP", "250 ") // still fine
 	c.cmd("XYZZY plugh", "501 5.5.2 ")
 	c.cmd("FOOO", "500 5.5.2 ")
-	c.send("BARR")
+	c.Send("BARR")
 	c.expect("500 5.5.2 ")
 	c.expect("500 5.5.1 Too many errors")
 	c.expectClosed()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
@@ -115,7 +116,7 @@ func TestPassthroughNTLM(t *testing.T) {
 // runs inside it, and where TLS is required nothing passes before it.
 func TestPassthroughStartTLS(t *testing.T) {
 	addr, exch, _ := passthroughFrontend(t, func(fe *Frontend) {
-		fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", testServerTLS(), true
+		fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", wiretest.ServerTLS(), true
 	})
 	c := greeted(t, addr)
 	ehlo := c.cmd("EHLO client.example", "250 ")
@@ -140,12 +141,12 @@ func TestPassthroughStartTLS(t *testing.T) {
 
 // Commands pipelined behind STARTTLS are discarded, never relayed.
 func TestPassthroughStartTLSInjection(t *testing.T) {
-	addr, exch, _ := passthroughFrontend(t, func(fe *Frontend) { fe.TLSMode, fe.EdgeTLS = "starttls", testServerTLS() })
+	addr, exch, _ := passthroughFrontend(t, func(fe *Frontend) { fe.TLSMode, fe.EdgeTLS = "starttls", wiretest.ServerTLS() })
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
-	c.send("STARTTLS", "MAIL FROM:<evil@example.org>")
+	c.Send("STARTTLS", "MAIL FROM:<evil@example.org>")
 	c.expect("220 2.0.0 ")
-	c.handshake()
+	c.StartTLS(wiretest.ClientTLS())
 	c.silent(200 * time.Millisecond)
 	c.cmd("EHLO client.example", "250 ")
 	c.cmd("QUIT", "221 ")
@@ -160,7 +161,7 @@ func TestPassthroughPipelining(t *testing.T) {
 	addr, exch, _ := passthroughFrontend(t, nil)
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
-	c.send("MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "QUIT")
+	c.Send("MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "QUIT")
 	c.expect("250 ")
 	c.expect("250 ")
 	c.expect("221 ")
@@ -181,7 +182,7 @@ func TestPassthroughPreAuthCommands(t *testing.T) {
 	c.cmd("RSET", "250 ")
 	c.cmd("EHLO", "501 5.5.4 ")
 	c.cmd("STARTTLS", "502 5.5.1 ")
-	c.send("\x00\x01junk")
+	c.Send("\x00\x01junk")
 	c.expect("500 5.5.2 ")
 	c.expect("421 4.7.0 gate.test Too many errors")
 	c.expectClosed()
@@ -226,10 +227,10 @@ func TestPassthroughSplicedSurvivesShutdown(t *testing.T) {
 	c.silent(100 * time.Millisecond)
 	c.cmd("RCPT TO:<bob@example.net>", "250 ")
 	c.cmd("QUIT", "221 ")
-	if _, err := io.ReadAll(c.br); err != nil { // the back-end closed
+	if _, err := io.ReadAll(c.R); err != nil { // the back-end closed
 		t.Fatal(err)
 	}
-	c.c.Close() // and so does the client: the session is over
+	c.Close() // and so does the client: the session is over
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}

@@ -14,22 +14,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 )
 
 // postfixMaster is Postfix's master daemon, which runs in the foreground
 // with -d and starts smtpd, cleanup, qmgr and smtp as mail arrives.
 const postfixMaster = "/usr/lib/postfix/sbin/master"
-
-// need fails the test when a peer program is missing, naming the Debian
-// package that brings it.
-func need(t *testing.T, program, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(program)
-	if err != nil {
-		t.Fatalf("%s is needed for this test: apt-get install %s (%v)", program, pkg, err)
-	}
-	return path
-}
 
 // freePort returns a loopback port nobody listens on at the moment.
 func freePort(t *testing.T) int {
@@ -48,8 +39,8 @@ func freePort(t *testing.T) int {
 // relayed on to relayTo. It is stopped when the test ends.
 func startPostfix(t *testing.T, relayTo string, extra string) string {
 	t.Helper()
-	need(t, postfixMaster, "postfix")
-	postfixCmd := need(t, "postfix", "postfix")
+	wiretest.NeedTool(t, postfixMaster, "postfix")
+	postfixCmd := wiretest.NeedTool(t, "postfix", "postfix")
 	pf, err := user.Lookup("postfix")
 	if err != nil {
 		t.Fatalf("the postfix user is missing: apt-get install postfix (%v)", err)
@@ -79,7 +70,7 @@ func startPostfix(t *testing.T, relayTo string, extra string) string {
 	}
 	t.Cleanup(func() { stopProcess(master) })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if !eventually(10*time.Second, func() bool { return canDial(addr) }) {
+	if !wiretest.Eventually(10*time.Second, func() bool { return canDial(addr) }) {
 		log, _ := os.ReadFile(filepath.Join(dir, "maillog"))
 		t.Fatalf("Postfix does not listen on %s:\n%s\n%s", addr, stderr.String(), log)
 	}
@@ -170,7 +161,7 @@ func TestIntegrationPostfixXCLIENT(t *testing.T) {
 	addr, _ := serve(t, fe)
 
 	c := dialFrom(t, "127.0.0.2", addr)
-	c.c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.SetDeadline(time.Now().Add(20 * time.Second))
 	c.expect("220 gate.test ")
 	c.cmd("EHLO client.example", "250 ")
 	c.cmd("MAIL FROM:<alice@example.org>", "250 ")
@@ -179,7 +170,7 @@ func TestIntegrationPostfixXCLIENT(t *testing.T) {
 	ok := c.data("Subject: through Postfix\r\n\r\nHello.", "250 2.0.0 Ok: queued as ")
 	c.cmd("QUIT", "221 ")
 
-	if !eventually(15*time.Second, func() bool { return len(sinks[0].Messages()) == 1 }) {
+	if !wiretest.Eventually(15*time.Second, func() bool { return len(sinks[0].Messages()) == 1 }) {
 		t.Fatalf("Postfix did not relay the message (accepted with %q)", ok)
 	}
 	data := string(sinks[0].Messages()[0].Data)
@@ -201,11 +192,11 @@ func TestIntegrationPostfixWithoutXCLIENT(t *testing.T) {
 	fe.Config.BackendSetupTimeout = wait
 	addr, _ := serve(t, fe)
 	c := dialFrom(t, "127.0.0.2", addr)
-	c.c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.SetDeadline(time.Now().Add(20 * time.Second))
 	c.expect("220 ")
 	c.cmd("EHLO client.example", "250 ")
 	c.mail("alice@example.org", "bob@example.net", "Hello.", "250 2.0.0 Ok: queued as ")
-	if !eventually(15*time.Second, func() bool { return len(sinks[0].Messages()) == 1 }) {
+	if !wiretest.Eventually(15*time.Second, func() bool { return len(sinks[0].Messages()) == 1 }) {
 		t.Fatal("Postfix did not relay the message")
 	}
 	if data := string(sinks[0].Messages()[0].Data); !strings.Contains(data, "[127.0.0.1])") {
@@ -216,7 +207,7 @@ func TestIntegrationPostfixWithoutXCLIENT(t *testing.T) {
 // smtp-sink, Postfix's test server, as the back-end: many messages on one
 // session, each acknowledged end to end.
 func TestIntegrationSmtpSink(t *testing.T) {
-	sink := need(t, "smtp-sink", "postfix")
+	sink := wiretest.NeedTool(t, "smtp-sink", "postfix")
 	port := freePort(t)
 	args := []string{fmt.Sprintf("127.0.0.1:%d", port), "10"}
 	if os.Geteuid() == 0 {
@@ -228,7 +219,7 @@ func TestIntegrationSmtpSink(t *testing.T) {
 	}
 	t.Cleanup(func() { stopProcess(cmd) })
 	backend := fmt.Sprintf("127.0.0.1:%d", port)
-	if !eventually(5*time.Second, func() bool { return canDial(backend) }) {
+	if !wiretest.Eventually(5*time.Second, func() bool { return canDial(backend) }) {
 		t.Fatal("smtp-sink does not listen")
 	}
 	addr, _ := serve(t, newFrontend(backend))

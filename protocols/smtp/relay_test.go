@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"log/slog"
 	"net"
 	"net/smtp"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
@@ -141,9 +143,9 @@ func TestRelayBDATAsDATA(t *testing.T) {
 	c.cmd("RCPT TO:<bob@example.net>", "250 ")
 	chunk1 := "Subject: chunks\r\n\r\n.leading dot\r\n"
 	chunk2 := "end\r\n"
-	c.send("BDAT " + strconv.Itoa(len(chunk1)) + "\r\n" + chunk1[:len(chunk1)-2])
+	c.Send("BDAT " + strconv.Itoa(len(chunk1)) + "\r\n" + chunk1[:len(chunk1)-2])
 	c.expect("250 ")
-	c.send("BDAT " + strconv.Itoa(len(chunk2)) + " LAST\r\n" + chunk2[:len(chunk2)-2])
+	c.Send("BDAT " + strconv.Itoa(len(chunk2)) + " LAST\r\n" + chunk2[:len(chunk2)-2])
 	c.expect("250 2.0.0 Ok: queued as FAKE1")
 
 	if !fake.hasCommand("DATA") || fake.hasCommand("BDAT") {
@@ -165,8 +167,8 @@ func TestRelayNoSmuggling(t *testing.T) {
 	c.cmd("MAIL FROM:<alice@example.org>", "250 ")
 	c.cmd("RCPT TO:<bob@example.net>", "250 ")
 	c.cmd("DATA", "354 ")
-	c.send("Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.org>\r\n.\rRCPT TO:<x@example.net>\n.\r\nlast")
-	c.send(".")
+	c.Send("Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.org>\r\n.\rRCPT TO:<x@example.net>\n.\r\nlast")
+	c.Send(".")
 	c.expect("250 2.0.0 Ok: queued")
 	msgs := fake.messages()
 	if len(msgs) != 1 {
@@ -209,8 +211,8 @@ func TestRelayBackendLost(t *testing.T) {
 func TestRelayLogsTransaction(t *testing.T) {
 	_, addrs := mtas(t, 1, nil)
 	fe := newFrontend(addrs...)
-	var logs logBuffer
-	fe.Log = logs.logger()
+	var logs wiretest.Logs
+	fe.Log = logs.Logger(slog.LevelInfo)
 	addr, _ := serve(t, fe)
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
@@ -220,10 +222,10 @@ func TestRelayLogsTransaction(t *testing.T) {
 	c.cmd("QUIT", "221 ")
 	c.expectClosed()
 
-	if !eventually(wait, func() bool { return len(logs.lines("msg=\"smtp session\"")) == 1 }) {
+	if !wiretest.Eventually(wait, func() bool { return len(logs.Lines("msg=\"smtp session\"")) == 1 }) {
 		t.Fatalf("no session line in:\n%s", logs.String())
 	}
-	lines := logs.lines("msg=\"smtp transaction\"")
+	lines := logs.Lines("msg=\"smtp transaction\"")
 	if len(lines) != 2 {
 		t.Fatalf("got %d transaction lines, want 2:\n%s", len(lines), logs.String())
 	}
@@ -242,7 +244,7 @@ func TestRelayLogsTransaction(t *testing.T) {
 func TestRelayNetSMTPClient(t *testing.T) {
 	backends, addrs := mtas(t, 1, func(s *smtptest.Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", testServerTLS(), true
+	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", wiretest.ServerTLS(), true
 	fe.Config.Auth = AuthRelay
 	addr, _ := serve(t, fe)
 
@@ -256,7 +258,7 @@ func TestRelayNetSMTPClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.StartTLS(testClientTLS()); err != nil {
+	if err := c.StartTLS(wiretest.ClientTLS()); err != nil {
 		t.Fatalf("STARTTLS: %v", err)
 	}
 	if err := c.Auth(smtp.PlainAuth("", "alice", "secret", "gate.test")); err != nil {

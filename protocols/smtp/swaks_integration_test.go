@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
@@ -16,7 +17,7 @@ import (
 // transcript and exit status.
 func swaks(t *testing.T, addr string, args ...string) (string, int) {
 	t.Helper()
-	bin := need(t, "swaks", "swaks")
+	bin := wiretest.NeedTool(t, "swaks", "swaks")
 	host, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -39,11 +40,11 @@ func swaks(t *testing.T, addr string, args ...string) (string, int) {
 func TestIntegrationSwaks(t *testing.T) {
 	backends, addrs := mtas(t, 1, func(s *smtptest.Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	starttls := newFrontend(addrs...)
-	starttls.TLSMode, starttls.EdgeTLS, starttls.TLSRequired = "starttls", testServerTLS(), true
+	starttls.TLSMode, starttls.EdgeTLS, starttls.TLSRequired = "starttls", wiretest.ServerTLS(), true
 	starttls.Config.Auth = AuthRelay
 	submission, _ := serve(t, starttls)
 	implicit := newFrontend(addrs...)
-	implicit.TLSMode, implicit.EdgeTLS = "implicit", testServerTLS()
+	implicit.TLSMode, implicit.EdgeTLS = "implicit", wiretest.ServerTLS()
 	implicit.Config.Auth = AuthRelay
 	smtps, _ := serve(t, implicit)
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
@@ -14,7 +15,7 @@ func tlsFrontend(t *testing.T, required bool) (string, []*smtptest.Server) {
 	t.Helper()
 	backends, addrs := mtas(t, 1, func(s *smtptest.Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", testServerTLS(), required
+	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", wiretest.ServerTLS(), required
 	fe.Config.Auth = AuthRelay
 	addr, _ := serve(t, fe)
 	return addr, backends
@@ -49,9 +50,9 @@ func TestStartTLSInjectionDiscarded(t *testing.T) {
 	addr, backends := tlsFrontend(t, false)
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
-	c.send("STARTTLS", "MAIL FROM:<evil@example.org>", "RSET")
+	c.Send("STARTTLS", "MAIL FROM:<evil@example.org>", "RSET")
 	c.expect("220 2.0.0 ")
-	c.handshake()
+	c.StartTLS(wiretest.ClientTLS())
 	c.silent(200 * time.Millisecond)
 	c.cmd("RCPT TO:<bob@example.net>", "502 5.5.1 ") // no MAIL was taken
 	c.cmd("EHLO client.example", "250 ")
@@ -90,10 +91,10 @@ func TestAuthPlaintextAllowed(t *testing.T) {
 func TestImplicitTLS(t *testing.T) {
 	backends, addrs := mtas(t, 1, nil)
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS = "implicit", testServerTLS()
+	fe.TLSMode, fe.EdgeTLS = "implicit", wiretest.ServerTLS()
 	addr, _ := serve(t, fe)
 	c := dial(t, addr)
-	c.handshake()
+	c.StartTLS(wiretest.ClientTLS())
 	c.expect("220 gate.test ESMTP")
 	if ehlo := c.cmd("EHLO client.example", "250 "); strings.Contains(ehlo, "STARTTLS") {
 		t.Errorf("STARTTLS offered inside implicit TLS:\n%s", ehlo)
@@ -109,9 +110,9 @@ func TestImplicitTLS(t *testing.T) {
 // used in the clear.
 func TestBackendStartTLS(t *testing.T) {
 	plain, _ := mtas(t, 1, nil)
-	secure, _ := mtas(t, 1, func(s *smtptest.Server) { s.TLSConfig = testServerTLS() })
+	secure, _ := mtas(t, 1, func(s *smtptest.Server) { s.TLSConfig = wiretest.ServerTLS() })
 	fe := newFrontend(plain[0].Addr, secure[0].Addr)
-	fe.BackendTLSMode, fe.BackendTLS = "starttls", testClientTLS()
+	fe.BackendTLSMode, fe.BackendTLS = "starttls", wiretest.ClientTLS()
 	addr, _ := serve(t, fe)
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")

@@ -15,10 +15,14 @@ import (
 // goroutines outlive the tests: every session, splice and watcher a test
 // starts must have ended. A -fuzz run, whose engine keeps goroutines of its
 // own, is not checked.
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainWithin(m, 5*time.Second) }
+
+// MainWithin is Main for a package whose goroutines may take up to settle
+// to end after its last test.
+func MainWithin(m *testing.M, settle time.Duration) {
 	before := runtime.NumGoroutine()
 	code := m.Run()
-	if code == 0 && !fuzzing() && !settled(before, 5*time.Second) {
+	if code == 0 && !fuzzing() && !settled(before, settle) {
 		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
 		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		code = 1
@@ -57,6 +61,17 @@ func CloseWithin(t testing.TB, closeServer func()) {
 	case <-time.After(Wait):
 		t.Fatal("Close did not return")
 	}
+}
+
+// Eventually polls cond until it holds, and reports false if it still does
+// not after d.
+func Eventually(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // GoroutinesGone fails the test if, shortly after a server's Close, a

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"path/filepath"
@@ -19,14 +20,35 @@ import (
 // Certificate is a self-signed certificate for 127.0.0.1 and localhost,
 // made once per test binary.
 var Certificate = sync.OnceValue(func() stdtls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := selfSigned(big.NewInt(1), "gatehouse test", []string{"localhost"})
 	if err != nil {
 		panic(err)
 	}
+	return cert
+})
+
+// NewCertificate makes a fresh self-signed certificate named cn, for
+// 127.0.0.1 and dnsNames, with a serial number no earlier one has.
+func NewCertificate(t testing.TB, cn string, dnsNames ...string) stdtls.Certificate {
+	t.Helper()
+	cert, err := selfSigned(big.NewInt(time.Now().UnixNano()), cn, dnsNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// selfSigned makes a P-256 server certificate for 127.0.0.1 and dnsNames,
+// valid from an hour ago to an hour from now.
+func selfSigned(serial *big.Int, cn string, dnsNames []string) (stdtls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return stdtls.Certificate{}, fmt.Errorf("generating a key for %s: %w", cn, err)
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "gatehouse test"},
-		DNSNames:     []string{"localhost"},
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     dnsNames,
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
@@ -35,10 +57,10 @@ var Certificate = sync.OnceValue(func() stdtls.Certificate {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		panic(err)
+		return stdtls.Certificate{}, fmt.Errorf("signing a certificate for %s: %w", cn, err)
 	}
-	return stdtls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-})
+	return stdtls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
 
 // ServerTLS serves Certificate.
 func ServerTLS() *stdtls.Config {
