@@ -2,27 +2,17 @@ package https
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	stdtls "crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
@@ -35,29 +25,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // TestMain fails the package when goroutines outlive the tests: every
 // session, body pump and back-end a test starts must have ended.
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	fuzzing := flag.Lookup("test.fuzz").Value.String() != "" // the fuzzer keeps a signal goroutine
-	if code == 0 && !fuzzing && !settled(before, 10*time.Second) {
-		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
-		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
-		code = 1
-	}
-	os.Exit(code)
-}
-
-// settled waits up to d for the goroutine count to fall to at most n.
-func settled(n int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
+func TestMain(m *testing.M) { wiretest.MainWithin(m, 10*time.Second) }
 
 // listen opens a listener on ip with a port the kernel picks, closed when
 // the test ends.
@@ -173,26 +141,15 @@ func httpBackend(t testing.TB, ip string, h http.Handler) string {
 // bounded by wait.
 func dial(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, wait)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	c.SetDeadline(time.Now().Add(wait))
-	t.Cleanup(func() { c.Close() })
-	return c, bufio.NewReader(c)
+	return dialFrom(t, "127.0.0.1", addr)
 }
 
 // dialFrom is dial from a given loopback source address.
 func dialFrom(t testing.TB, src, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	d := net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, src, err)
-	}
+	c := wiretest.DialFrom(t, src, addr)
 	c.SetDeadline(time.Now().Add(wait))
-	t.Cleanup(func() { c.Close() })
-	return c, bufio.NewReader(c)
+	return c.Conn, c.R
 }
 
 // send writes raw protocol text.
@@ -252,60 +209,18 @@ func hasLine(lines []string, want string) bool {
 	return false
 }
 
-// selfSigned makes a certificate for localhost and 127.0.0.1.
+// selfSigned makes a fresh certificate for localhost, mail.example.com
+// and 127.0.0.1.
 func selfSigned(t testing.TB) stdtls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "mail.example.com"},
-		DNSNames:     []string{"localhost", "mail.example.com"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stdtls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return wiretest.NewCertificate(t, "mail.example.com", "localhost", "mail.example.com")
 }
 
-// logBuffer collects log lines for tests that read them.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// eventually polls cond until it holds or d passes.
+// eventually polls cond until it holds, and fails the test naming what
+// it waited for if d passes first.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !wiretest.Eventually(d, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	stdtls "crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -81,7 +83,7 @@ func TestExtendedProtectionCertificateComparison(t *testing.T) {
 	other := exchangetest.NewTLSServer("cas-b")
 	t.Cleanup(other.Close)
 	same := sameCertBackend(t, edge)
-	var logs logBuffer
+	var logs wiretest.Logs
 	f := &Frontend{
 		Name:           "exch",
 		Pool:           newPool("exch", "cas-a="+same, "cas-b="+other.Addr),
@@ -89,7 +91,7 @@ func TestExtendedProtectionCertificateComparison(t *testing.T) {
 		TLSMode:        "implicit",
 		BackendTLSMode: "tls",
 		BackendTLS:     &stdtls.Config{InsecureSkipVerify: true},
-		Log:            logs.logger(),
+		Log:            logs.Logger(slog.LevelDebug),
 	}
 	checks := f.CheckCertificates(context.Background())
 	byName := map[string]CertCheck{}
