@@ -174,31 +174,13 @@ func greeted(t testing.TB, addr string) *client {
 	return c
 }
 
-// reply reads one whole reply and returns its lines joined by "\n".
-func (c *client) reply() (string, error) {
-	var lines []string
-	for {
-		line, err := c.R.ReadString('\n')
-		if err != nil {
-			return strings.Join(lines, "\n"), err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		lines = append(lines, line)
-		if len(line) < 4 || line[3] != '-' {
-			return strings.Join(lines, "\n"), nil
-		}
-	}
-}
-
-// expect reads one reply whose last line must begin with want.
+// expect reads one reply whose last line must begin with want, and
+// returns its lines joined by "\n".
 func (c *client) expect(want string) string {
 	c.T.Helper()
-	r, err := c.reply()
-	if err != nil {
-		c.T.Fatalf("reading the reply expected to begin %q: %v (got %q)", want, err, r)
-	}
-	last := r[strings.LastIndex(r, "\n")+1:]
-	if !strings.HasPrefix(last, want) {
+	lines := c.Reply()
+	r := strings.Join(lines, "\n")
+	if !strings.HasPrefix(lines[len(lines)-1], want) {
 		c.T.Fatalf("got reply %q, want one beginning %q", r, want)
 	}
 	return r

@@ -2,19 +2,19 @@ package exchangetest
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 )
 
-const testTimeout = 5 * time.Second
+const testTimeout = wiretest.Wait
 
 // start runs a plain-HTTP server named cas-a for the length of the test.
 func start(t *testing.T) *Server {
@@ -127,7 +127,7 @@ func TestRawKeepAliveTranscript(t *testing.T) {
 	expectResponse(t, br, http.StatusServiceUnavailable, "503 Service Unavailable")
 
 	// Close ends the idle keep-alive connection too.
-	closeWithin(t, s.Close)
+	wiretest.CloseWithin(t, s.Close)
 	if line, err := br.ReadString('\n'); err == nil || isTimeout(err) {
 		t.Fatalf("read %q, %v after Close; want the connection closed", line, err)
 	}
@@ -208,43 +208,9 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// closeWithin runs closeServer and fails the test if it does not return in
-// time.
-func closeWithin(t *testing.T, closeServer func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		closeServer()
-	}()
-	select {
-	case <-done:
-	case <-time.After(testTimeout):
-		t.Fatal("Close did not return")
-	}
-}
-
 // assertGoroutinesGone fails if, shortly after Close, a goroutine still
 // serves an HTTP connection.
 func assertGoroutinesGone(t *testing.T) {
 	t.Helper()
-	needles := [][]byte{[]byte("net/http.(*conn).serve"), []byte("exchangetest.(*Server)")}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		stacks := buf[:runtime.Stack(buf, true)]
-		var found []byte
-		for _, n := range needles {
-			if i := bytes.Index(stacks, n); i >= 0 {
-				found = stacks[max(0, i-200):min(len(stacks), i+200)]
-			}
-		}
-		if found == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutine still running after Close:\n%s", found)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wiretest.GoroutinesGone(t, "net/http.(*conn).serve", "exchangetest.(*Server)")
 }

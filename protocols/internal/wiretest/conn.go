@@ -81,6 +81,25 @@ func (c *Conn) Expect(prefix string) string {
 	return l
 }
 
+// Reply reads one whole SMTP reply, whose lines "250-..." continue it and
+// whose line "250 ..." ends it (RFC 5321 §4.2.1), and returns its lines
+// without their line endings.
+func (c *Conn) Reply() []string {
+	c.T.Helper()
+	var lines []string
+	for {
+		l, err := c.R.ReadString('\n')
+		if err != nil {
+			c.T.Fatalf("read reply after %q: %q, %v", lines, l, err)
+		}
+		l = strings.TrimRight(l, "\r\n")
+		lines = append(lines, l)
+		if len(l) < 4 || l[3] != '-' {
+			return lines
+		}
+	}
+}
+
 // ExpectClosed wants the connection to end with no further byte.
 func (c *Conn) ExpectClosed() {
 	c.T.Helper()

@@ -2,7 +2,10 @@ package wiretest
 
 import (
 	"crypto/x509"
+	"io"
 	"log/slog"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +65,19 @@ func TestCertificateIsMadeOnceForLocalhost(t *testing.T) {
 	}
 	if &Certificate().Certificate[0][0] != &Certificate().Certificate[0][0] {
 		t.Fatal("Certificate() made a second certificate")
+	}
+}
+
+func TestReplyReadsContinuationLines(t *testing.T) {
+	server, client := net.Pipe()
+	defer server.Close()
+	go func() { io.WriteString(server, "250-gate.test\r\n250-SIZE 10\r\n250 8BITMIME\r\n220 next\r\n") }()
+	c := NewConn(t, client)
+	client.SetDeadline(time.Now().Add(Wait))
+	if got := c.Reply(); !slices.Equal(got, []string{"250-gate.test", "250-SIZE 10", "250 8BITMIME"}) {
+		t.Fatalf("Reply() = %q, want the three lines of the EHLO reply", got)
+	}
+	if got := c.Reply(); !slices.Equal(got, []string{"220 next"}) {
+		t.Fatalf("second Reply() = %q, want the next reply alone", got)
 	}
 }

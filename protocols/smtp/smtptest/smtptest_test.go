@@ -51,22 +51,22 @@ func TestTranscript(t *testing.T) {
 	w := rawDial(t, s)
 	// The greeting names the back-end, so a person sees who answered.
 	w.expect("220 mx-a ESMTP")
-	w.send("EHLO client.example")
+	w.Send("EHLO client.example")
 	ehlo := w.expect("250 ")
 	if ehlo[0] != "250-Hello client.example" || slices.Contains(ehlo, "250-STARTTLS") {
 		t.Errorf("EHLO reply %q: want a greeting line and no STARTTLS without TLSConfig", ehlo)
 	}
-	w.send("MAIL FROM:<alice@example.org>")
+	w.Send("MAIL FROM:<alice@example.org>")
 	w.expect("250 ")
-	w.send("RCPT TO:<bob@example.net>", "RCPT TO:<carol@example.net>")
+	w.Send("RCPT TO:<bob@example.net>", "RCPT TO:<carol@example.net>")
 	w.expect("250 ")
 	w.expect("250 ")
-	w.send("DATA")
+	w.Send("DATA")
 	w.expect("354 ")
 	// A line starting with a dot is sent doubled and stored single.
-	w.send("Subject: hi", "", "..leading dot", ".")
+	w.Send("Subject: hi", "", "..leading dot", ".")
 	w.expect("250 2.0.0")
-	w.send("QUIT")
+	w.Send("QUIT")
 	w.expect("221 ")
 	w.expectEOF()
 
@@ -123,7 +123,7 @@ func TestEHLOReject(t *testing.T) {
 			s := start(t, func(s *Server) { s.EHLOReject = reject })
 			w := rawDial(t, s)
 			w.expect("220 mx-a")
-			w.send("EHLO client.example")
+			w.Send("EHLO client.example")
 			got := w.expect(fmt.Sprint(tc.code))
 			if want := reply(reject); got[0] != want {
 				t.Errorf("EHLO reply %q, want %q", got[0], want)
@@ -132,7 +132,7 @@ func TestEHLOReject(t *testing.T) {
 				w.expectEOF()
 				return
 			}
-			w.send("QUIT")
+			w.Send("QUIT")
 			w.expect("221 ")
 		})
 	}
@@ -179,12 +179,12 @@ func TestDataReply421Closes(t *testing.T) {
 	})
 	w := rawDial(t, s)
 	w.expect("220 ")
-	w.send("EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@y>", "DATA")
+	w.Send("EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@y>", "DATA")
 	w.expect("250 ")
 	w.expect("250 ")
 	w.expect("250 ")
 	w.expect("354 ")
-	w.send("hi", ".")
+	w.Send("hi", ".")
 	w.expect("421 4.3.2 shutting down")
 	w.expectEOF()
 }
@@ -193,13 +193,13 @@ func TestDropAfterData(t *testing.T) {
 	s := start(t, func(s *Server) { s.DropAfterData = true })
 	w := rawDial(t, s)
 	w.expect("220 ")
-	w.send("EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@y>", "DATA")
+	w.Send("EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@y>", "DATA")
 	w.expect("250 ")
 	w.expect("250 ")
 	w.expect("250 ")
 	w.expect("354 ")
 	// The whole message goes in; no reply comes back, only the end of the stream.
-	w.send("Subject: lost", "", "body", ".")
+	w.Send("Subject: lost", "", "body", ".")
 	w.expectEOF()
 	if got := len(s.Messages()); got != 0 {
 		t.Errorf("Messages() holds %d, want none: the client never heard 250", got)
@@ -227,19 +227,19 @@ func TestAuthPlainRawWithoutInitialResponse(t *testing.T) {
 	s := start(t, func(s *Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	w := rawDial(t, s)
 	w.expect("220 ")
-	w.send("EHLO c")
+	w.Send("EHLO c")
 	if ehlo := w.expect("250 "); !slices.Contains(ehlo, "250-AUTH PLAIN") {
 		t.Fatalf("EHLO %q does not offer AUTH PLAIN", ehlo)
 	}
-	w.send("AUTH PLAIN")
+	w.Send("AUTH PLAIN")
 	// An empty challenge: the client sends "\x00alice\x00secret" now.
 	w.expect("334 ")
-	w.send("AGFsaWNlAHNlY3JldA==")
+	w.Send("AGFsaWNlAHNlY3JldA==")
 	w.expect("235 2.0.0")
 }
 
 func TestSTARTTLS(t *testing.T) {
-	serverTLS, clientTLS := tlsConfigs(t)
+	serverTLS, clientTLS := wiretest.ServerTLS(), wiretest.ClientTLS()
 	s := start(t, func(s *Server) {
 		s.TLSConfig = serverTLS
 		s.AuthUsers = map[string]string{"alice": "secret"}
@@ -316,7 +316,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	s := NewServer("mx-c")
 	live := rawDial(t, s)
 	live.expect("220 ")
-	live.send("EHLO c")
+	live.Send("EHLO c")
 	live.expect("250 ")
 
 	hung := NewUnstartedServer("mx-d")
