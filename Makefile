@@ -34,6 +34,7 @@ bench: build
 	bash bench/smtp.sh
 	bash bench/mail.sh
 	bash bench/https.sh
+	bash bench/tls.sh
 
 # integration: the tests that drive real Debian peers (Postfix, Dovecot,
 # swaks, sslscan…); they also run in `make test`.

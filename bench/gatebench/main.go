@@ -1,6 +1,7 @@
-// Command gatebench drives the L4 benchmark behind `make bench`: it runs the
-// back-ends a proxy under test sits in front of and the client loads that go
-// through it, and prints each figure as key=value pairs for bench/l4.sh.
+// Command gatebench drives the L4 and TLS handshake benchmarks behind `make
+// bench`: it runs the back-ends a proxy under test sits in front of and the
+// client loads that go through it, and prints each figure as key=value pairs
+// for bench/l4.sh and bench/tls.sh.
 //
 // Usage:
 //
@@ -9,6 +10,7 @@
 //	gatebench stream   -target ADDR -bytes N                  # one long upload: bytes, seconds, GB/s
 //	gatebench connrate -target ADDR -workers 8 -duration 5s   # short proxied sessions per second
 //	gatebench idle     -target ADDR -n 5000 -hold 10s         # hold idle sessions, print READY
+//	gatebench tlsrate  -target ADDR -version 1.3 [-resume]    # proxied TLS handshakes per second
 //	gatebench freeport -n K                                   # K free loopback ports below the ephemeral range
 //
 // The servers print "LISTEN <addr>" once listening and stop on SIGINT or
@@ -27,7 +29,7 @@ import (
 )
 
 // errUsage reports a command line gatebench does not understand.
-var errUsage = errors.New("usage: gatebench sink|echo|stream|connrate|idle|freeport [flags]")
+var errUsage = errors.New("usage: gatebench sink|echo|stream|connrate|idle|tlsrate|freeport [flags]")
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return connrateCmd(ctx, rest, out)
 	case "idle":
 		return idleCmd(ctx, rest, out)
+	case "tlsrate":
+		return tlsrateCmd(ctx, rest, out)
 	case "freeport":
 		return freeportCmd(rest, out)
 	}
