@@ -28,7 +28,7 @@ demo: build
 	./bin/gatehouse demo
 
 # bench: gatehouse side by side with HAProxy and nginx, in one run per
-# protocol family: plain TCP, SMTP, POP3/IMAP, HTTPS.
+# protocol family: plain TCP, SMTP, POP3/IMAP, HTTPS, TLS handshakes.
 bench: build
 	bash bench/l4.sh
 	bash bench/smtp.sh
