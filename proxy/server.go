@@ -264,21 +264,21 @@ func (s *Server) serve(raw net.Conn, slots chan struct{}) {
 
 // admit applies the per-IP limit and registers the connection; on refusal
 // it tells the client and closes the connection.
+//
+// A connection accepted before a shutdown began is served even when its
+// goroutine gets here after it began (Serve counted it under the lock that
+// starts a shutdown): refusing it then would reset a client that a reload
+// or a drain promised to serve.
 func (s *Server) admit(conn *ClientConn, peer netip.Addr) bool {
 	s.mu.Lock()
 	over := s.MaxPerIP > 0 && s.perIP[peer] >= s.MaxPerIP
-	closing := s.closing.Load()
-	if !over && !closing {
+	if !over {
 		s.perIP[peer]++
 		s.conns[conn] = struct{}{}
 	}
 	s.mu.Unlock()
-	if over || closing {
-		reason := "per_ip_limit"
-		if closing {
-			reason = "shutdown"
-		}
-		s.refuse(conn, reason)
+	if over {
+		s.refuse(conn, "per_ip_limit")
 		return false
 	}
 	return true
