@@ -95,6 +95,7 @@ func (b *builder) serviceCheck(lc *Listener, service string, be *proxy.Backend) 
 func (b *builder) redirectListener() (*listener, error) {
 	lc := &Listener{Name: "http", Protocol: "https", Listen: b.cfg.HTTP.Listen, Timeouts: Timeouts{Idle: DefaultIdle}}
 	lc.HTTPS.RedirectHTTPS = true
+	lc.HTTPS.HTTPSPort = b.cfg.HTTP.HTTPSPort
 	m, err := b.certificates(certificateSet(b.cfg, b.cfg.HTTP.Certificates))
 	if err != nil {
 		return nil, err

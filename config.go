@@ -138,6 +138,8 @@ type HTTPRedirect struct {
 	// Certificates names the certificate set whose ACME HTTP-01 challenges
 	// it answers; "" means the default set.
 	Certificates string `yaml:"certificates"`
+	// HTTPSPort is the port its redirects name; 0 means 443.
+	HTTPSPort int `yaml:"https_port"`
 }
 
 // Health is a listener's active health check of its back-ends.

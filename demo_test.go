@@ -85,7 +85,7 @@ func TestIntegrationDemo(t *testing.T) {
 		{"pop3 alice on demo-a", "pop3://localhost:1110/1", "alice:demo", "alice@demo-a"},
 		{"imap bob on demo-b", "imap://localhost:1143/INBOX;MAILINDEX=1", "bob:demo", "bob@demo-b"},
 		{"https", "https://localhost:8443/owa/", "", "X-Backend: demo-"},
-		{"http redirects to https", "http://127.0.0.1:8080/owa/", "", "Location: https://127.0.0.1"},
+		{"http redirects to https", "http://127.0.0.1:8080/owa/", "", "Location: https://127.0.0.1:8443/owa/"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			args := []string{"-sS", "--max-time", "10", "--cacert", caFile, "-D", "-", tt.url}

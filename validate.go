@@ -48,6 +48,9 @@ func validate(c *Config, d *decoder) {
 	if len(c.HTTP.Listen) > 0 {
 		checkCertificateRef(d, c, "http.certificates", c.HTTP.Certificates)
 	}
+	if c.HTTP.HTTPSPort < 0 || c.HTTP.HTTPSPort > 65535 {
+		d.problemAt("http.https_port", "port %d out of range 1-65535", c.HTTP.HTTPSPort)
+	}
 	if len(c.Listeners) == 0 {
 		d.problemAt("listeners", "no listeners: gatehouse would do nothing")
 	}

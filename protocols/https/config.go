@@ -67,6 +67,9 @@ type Config struct {
 	// request with a 308 to the same URL over https, except ACME HTTP-01
 	// challenges. False serves plain HTTP.
 	RedirectHTTPS bool `yaml:"redirect_https"`
+	// HTTPSPort is the port those redirects name; 0 means 443, which the
+	// URL leaves out.
+	HTTPSPort int `yaml:"https_port"`
 	// TrustedForwarders lists the CIDRs of upstream proxies whose
 	// X-Forwarded-For, X-Forwarded-Proto and X-Real-IP are believed and
 	// extended. Empty means nobody's: those headers are dropped from every

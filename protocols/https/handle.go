@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/proxy"
@@ -332,6 +334,17 @@ func (s *session) connectionHeader(r *request, keep, old bool) {
 	}
 }
 
+// httpsHost adds a port other than 443 to the host of a redirect.
+func httpsHost(host string, port int) string {
+	if port == 0 || port == 443 {
+		return host
+	}
+	if strings.HasPrefix(host, "[") { // an IPv6 literal, brackets kept by hostOnly
+		return host + ":" + strconv.Itoa(port)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
 // redirect answers the requests gatehouse redirects itself: everything
 // on a plain listener that requires TLS, and "/" to RootRedirect.
 func (s *session) redirect(r *request) bool {
@@ -339,7 +352,7 @@ func (s *session) redirect(r *request) bool {
 	toHTTPS := (s.f.TLSRequired || s.f.Config.RedirectHTTPS) && !s.tls
 	switch {
 	case toHTTPS:
-		loc = "https://" + hostOnly(r.get("Host")) + string(r.target)
+		loc = "https://" + httpsHost(hostOnly(r.get("Host")), s.f.Config.HTTPSPort) + string(r.target)
 	case string(r.path) == "/" && s.f.Config.RootRedirect != "off" &&
 		(string(r.method) == "GET" || string(r.method) == "HEAD"):
 		loc = s.f.Config.RootRedirect

@@ -278,4 +278,10 @@ func TestPlainListenerRedirectsToHTTPS(t *testing.T) {
 	if n := be.connections(); n != 0 {
 		t.Errorf("redirected request reached the back-end")
 	}
+	// A listener whose https port is not 443 names it.
+	other := serve(t, &Frontend{Pool: newPool("web8080", "a="+be.addr), Config: Config{RedirectHTTPS: true, HTTPSPort: 8443}})
+	c, br = dial(t, other)
+	if resp, _ := get(t, c, br, "/owa/"); resp.Header.Get("Location") != "https://mail.example.com:8443/owa/" {
+		t.Errorf("with https_port 8443: Location %q", resp.Header.Get("Location"))
+	}
 }
