@@ -12,7 +12,14 @@
 //     back-end names, so every gatehouse with the same config agrees on every
 //     key without shared state, and a back-end that leaves moves only its
 //     own keys.
-//   - An idle spliced connection holds no buffer and no pipe: see splice.go.
+//   - An idle spliced connection holds no buffer and no pipe (burst_linux.go),
+//     and an idle L4 session not even a goroutine: its sockets wait in one
+//     shared epoll instance (parker_linux.go, parked_linux.go).
+//   - A direction reads and waits in one RawConn.Read call: each call resets
+//     the poller's readiness, and a wait in a second call can sleep through
+//     bytes that arrived in between.
+//   - A connection Serve has counted is served, even if a shutdown begins
+//     before its goroutine runs: reloads hand ports over without a reset.
 //   - This package never imports health or a protocol package; health state
 //     arrives through Backend.SetHealthy.
 package proxy
