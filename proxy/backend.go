@@ -117,6 +117,19 @@ func (b *Backend) Track(c closer) (release func()) {
 	}
 }
 
+// TrackSession is Track plus the per-back-end gauge
+// gatehouse_backend_sessions_active{pool,backend}: every frontend counts
+// its back-end sessions through it, so the gauge covers every protocol.
+func TrackSession(pool string, b *Backend, conn closer) (release func()) {
+	untrack := b.Track(conn)
+	g := backendSessions.WithLabelValues(pool, b.Name)
+	g.Inc()
+	return func() {
+		g.Dec()
+		untrack()
+	}
+}
+
 // CloseSessions closes every live session on the back-end (used when an
 // operator disables it) and returns how many it closed.
 func (b *Backend) CloseSessions() int {

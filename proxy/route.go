@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -198,20 +197,6 @@ func hashRoute(p *Pool, user string) (RouteResult, error) {
 		return RouteResult{Source: RouteHash}, fmt.Errorf("%w: no usable back-end in %s", ErrRouteUnavailable, p.Name)
 	}
 	return RouteResult{Order: order, Source: RouteHash}, nil
-}
-
-// TrackSession counts a session on a back-end in the engine's per-back-end
-// gauge and registers conn so that disabling the back-end closes it, until
-// the returned function is called. Frontends that splice call it once
-// the back-end has accepted the login.
-func TrackSession(pool string, b *Backend, conn io.Closer) (release func()) {
-	untrack := b.Track(conn)
-	g := backendSessions.WithLabelValues(pool, b.Name)
-	g.Inc()
-	return func() {
-		g.Dec()
-		untrack()
-	}
 }
 
 // Routing metrics. Label values: listener is the listener (pool) name,

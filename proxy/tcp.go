@@ -9,8 +9,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Affinities the engine knows; protocol frontends add their own keys.
@@ -124,7 +122,6 @@ type tcpSession struct {
 	client, backend net.Conn
 	b               *Backend
 	release         func()
-	gauge           prometheus.Gauge
 
 	mu     sync.Mutex
 	parked *parkedSplice // set once handed to the parker
@@ -136,9 +133,7 @@ var errClosedByOperator = errors.New("closed: back-end disabled")
 
 // begin counts the session on its back-end.
 func (s *tcpSession) begin() {
-	s.release = s.b.Track(s)
-	s.gauge = backendSessions.WithLabelValues(s.t.Pool.Name, s.b.Name)
-	s.gauge.Inc()
+	s.release = TrackSession(s.t.Pool.Name, s.b, s)
 }
 
 // park hands the session to the Server's parker when both ends are raw
@@ -189,7 +184,6 @@ func (s *tcpSession) Close() error {
 func (s *tcpSession) end(up, down int64, err error) {
 	s.backend.Close()
 	s.release()
-	s.gauge.Dec()
 	CountBytes(s.t.Pool.Name, s.b.Name, up, down)
 	log := s.t.log()
 	if !log.Enabled(context.Background(), slog.LevelInfo) {

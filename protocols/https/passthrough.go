@@ -137,7 +137,7 @@ func (s *session) relayTLS(service string, hello []byte) {
 	}
 	defer be.Close()
 	passthroughTotal.WithLabelValues(s.f.name(), service).Inc()
-	release := b.Track(be)
+	release := proxy.TrackSession(pool.Name, b, be)
 	defer release()
 	if s.f.ProxyVersion != 0 {
 		if err := proxy.WriteProxyHeader(be, s.f.ProxyVersion, s.raw.RemoteAddr(), s.raw.LocalAddr()); err != nil {

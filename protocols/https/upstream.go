@@ -96,7 +96,7 @@ func (s *session) setup(raw net.Conn, b *proxy.Backend, pool *proxy.Pool, host [
 	}
 	u := &upstream{b: b, pool: pool.Name, raw: raw, conn: conn, plain: f.BackendTLSMode != "tls"}
 	u.timed = timed
-	u.release = b.Track(raw)
+	u.release = proxy.TrackSession(pool.Name, b, raw)
 	return u, nil
 }
 

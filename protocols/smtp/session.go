@@ -118,7 +118,7 @@ func (s *session) setLeg(l *leg) {
 	}
 	s.leg = l
 	s.current.Store(l)
-	s.release = l.b.Track(closerFunc(func() error {
+	s.release = proxy.TrackSession(s.f.Pool.Name, l.b, closerFunc(func() error {
 		l.abort()
 		return s.edge.Close()
 	}))
