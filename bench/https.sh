@@ -27,6 +27,8 @@
 # proxy in turn so that a burst of other work on the shared machine hurts no
 # single column), SETTLE (3, seconds before memory is read).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-10}
 PINGS=${PINGS:-5000}
@@ -34,7 +36,6 @@ ROUNDS=${ROUNDS:-3}
 SETTLE=${SETTLE:-3}
 PATH=$PATH:/usr/sbin:/sbin
 
-log() { printf '%s\n' "$*" >&2; }
 die() { log "https.sh: $*"; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,48 +43,8 @@ WORK=$(mktemp -d /tmp/gatehouse-https-bench.XXXXXX)
 chmod 755 "$WORK" # nginx's workers read the files as another user
 STARTED=()
 
-stop_pid() {
-	local pid=$1 i p
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	local -a keep=()
-	for p in "${STARTED[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-	STARTED=("${keep[@]}")
-}
-
-cleanup() {
-	local pid
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-start_bg() {
-	local out=$1
-	shift
-	"$@" >"$out" 2>&1 &
-	BG_PID=$!
-	STARTED+=("$BG_PID")
-}
-
-# wait_line waits (bounded by $3 s) for a line matching $2 in file $1 while
-# process $4 lives.
-wait_line() {
-	local file=$1 pattern=$2 secs=$3 pid=$4 i
-	for ((i = 0; i < secs * 20; i++)); do
-		grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-		kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; return 1; }
-		sleep 0.05
-	done
-	cat "$file" >&2
-	return 1
-}
 
 install_peers() {
 	local missing=()
@@ -95,11 +56,6 @@ install_peers() {
 	log "installing ${missing[*]} ..."
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-}
-
-# free_port prints a port the kernel just handed out on 127.0.0.1.
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # build_runner builds the program that runs gatehouse's frontend, the
@@ -378,8 +334,6 @@ wait_ready() {
 }
 
 declare -A RES
-
-record() { RES[$1:$2]+=" $3"; }
 
 rss_kib() {
 	local pid

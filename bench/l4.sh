@@ -24,6 +24,8 @@
 # each round runs every proxy in turn, so that a burst of other work hurts no
 # single column.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STREAM_BYTES=${STREAM_BYTES:-2000000000}
 CONN_SECONDS=${CONN_SECONDS:-5}
@@ -35,7 +37,6 @@ ROUNDS=${ROUNDS:-3}
 PATH=$PATH:/usr/sbin:/sbin
 NGINX_STREAM_SO=/usr/lib/nginx/modules/ngx_stream_module.so
 
-log() { printf '%s\n' "$*" >&2; }
 die() { log "l4.sh: $*"; exit 1; }
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -59,11 +60,6 @@ stop_pid() {
 	STARTED=("${keep[@]}")
 }
 
-cleanup() {
-	local pid
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -98,29 +94,6 @@ build() {
 		log "l4.sh: gatehouse does not build: its columns stay empty"
 		HAVE_GATEHOUSE=0
 	fi
-}
-
-# start_bg runs a command in the background with its output in file $1, and
-# records its pid in BG_PID.
-start_bg() {
-	local out=$1
-	shift
-	"$@" >"$out" 2>&1 &
-	BG_PID=$!
-	STARTED+=("$BG_PID")
-}
-
-# wait_line waits (bounded by $3 seconds) until file $1 holds a line matching $2,
-# failing early if process $4 ends.
-wait_line() {
-	local file=$1 pattern=$2 secs=$3 pid=$4 i
-	for ((i = 0; i < secs * 20; i++)); do
-		grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-		kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; return 1; }
-		sleep 0.05
-	done
-	cat "$file" >&2
-	return 1
 }
 
 # start_backends starts the sink and echo back-ends on free loopback ports.
@@ -273,37 +246,9 @@ wait_ready() {
 	return 1
 }
 
-# children prints the pids whose parent is $1.
-children() {
-	local f stat
-	local -a fs
-	for f in /proc/[0-9]*/stat; do
-		{ read -r stat <"$f"; } 2>/dev/null || continue # gone meanwhile
-		read -r -a fs <<<"${stat##*) }"
-		[[ ${fs[1]} == "$1" ]] || continue
-		f=${f#/proc/}
-		echo "${f%/stat}"
-	done
-}
-
 # ---- measuring -------------------------------------------------------------
 
 declare -A RES # RES[proxy:metric] = one figure per round, space-separated
-
-# record adds figure $3 of metric $2 for proxy $1.
-record() { RES[$1:$2]+=" $3"; }
-
-# cpu_seconds prints the summed utime+stime of the given pids, in seconds.
-cpu_seconds() {
-	local pid stat t=0
-	local -a f
-	for pid; do
-		read -r stat <"/proc/$pid/stat"
-		read -r -a f <<<"${stat##*) }"
-		t=$((t + f[11] + f[12])) # fields 14 and 15 of proc(5), counted from state
-	done
-	awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.3f", t/hz}'
-}
 
 # mem_kib prints the summed Rss and Pss (KiB) of the given pids.
 mem_kib() {
@@ -311,12 +256,6 @@ mem_kib() {
 	for pid; do cat "/proc/$pid/smaps_rollup"; done |
 		awk '/^Rss:/{r+=$2} /^Pss:/{p+=$2} END{print r+0, p+0}'
 }
-
-# kv prints the value of key $1 in the key=value line(s) $2.
-kv() { grep -o -- "\b$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2; }
-
-# calc evaluates an awk expression over a and b, printing it with format $4.
-calc() { awk -v a="$1" -v b="$2" "BEGIN{printf \"$4\", $3}"; }
 
 # load_idle holds IDLE_CONNS sessions through proxy $1 and records its memory
 # growth per session.
@@ -412,14 +351,6 @@ bench_one() {
 	show_log "$WORK/$name.log" "$name"
 	show_log "$WORK/nginx-error.log" "$name"
 	check_backends
-}
-
-# show_log passes on what proxy $2 wrote to file $1 (warnings, errors), then
-# empties the file for the next round.
-show_log() {
-	[[ -s $1 ]] || return 0
-	head -5 "$1" | sed "s/^/$2 said: /" >&2
-	: >"$1"
 }
 
 # ---- the table -------------------------------------------------------------

@@ -21,6 +21,8 @@
 # Knobs (environment): SECONDS_PER_LOAD (5), CONCURRENCY (20), FETCH_ROUNDS (10),
 # ROUNDS (3).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-5}
 CONCURRENCY=${CONCURRENCY:-20}
@@ -29,7 +31,6 @@ ROUNDS=${ROUNDS:-3}
 PATH=$PATH:/usr/sbin:/sbin
 NGINX_MAIL_SO=/usr/lib/nginx/modules/ngx_mail_module.so
 
-log() { printf '%s\n' "$*" >&2; }
 die() { log "mail.sh: $*"; exit 1; }
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -64,19 +65,6 @@ install_peers() {
 	log "installing ${need[*]} ..."
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-}
-
-# free_port prints a loopback port nothing listens on now.
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-start_bg() {
-	local out=$1
-	shift
-	"$@" >"$out" 2>&1 &
-	BG_PID=$!
-	STARTED+=("$BG_PID")
 }
 
 # wait_port waits until something greets on 127.0.0.1:$1.

@@ -26,6 +26,8 @@
 # LARGE_MSGS (20), LARGE_SESSIONS (2), ROUNDS (3), GATEHOUSE (the gatehouse
 # binary; default bin/gatehouse built from ./cmd/gatehouse).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SESSIONS=${SESSIONS:-20}
 SESS_MSGS=${SESS_MSGS:-4000}
@@ -36,7 +38,6 @@ ROUNDS=${ROUNDS:-3}
 PATH=$PATH:/usr/sbin:/sbin
 NGINX_MODULES=/usr/lib/nginx/modules
 
-log() { printf '%s\n' "$*" >&2; }
 die() { log "smtp.sh: $*"; exit 1; }
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -45,38 +46,8 @@ WORK=$(mktemp -d /tmp/gatehouse-smtp-bench.XXXXXX)
 chmod 755 "$WORK"
 STARTED=() # every process this script started, stopped on exit
 
-# stop_pid ends one process: TERM, up to 5 s, then KILL.
-stop_pid() {
-	local pid=$1 i p
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	local -a keep=()
-	for p in "${STARTED[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-	STARTED=("${keep[@]}")
-}
-
-cleanup() {
-	local pid
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# start_bg runs a command in the background with its output in file $1 and
-# records its pid in BG_PID.
-start_bg() {
-	local out=$1
-	shift
-	"$@" >"$out" 2>&1 &
-	BG_PID=$!
-	STARTED+=("$BG_PID")
-}
 
 # install_peers installs Postfix (smtp-source, smtp-sink), HAProxy and
 # nginx's mail module when missing.
@@ -293,11 +264,7 @@ cpu_seconds() {
 }
 
 now() { date +%s.%N; }
-calc() { awk -v a="$1" -v b="$2" "BEGIN{printf \"$4\", $3}"; }
-
 declare -A RES # RES[column:metric] = one figure per round, space-separated
-record() { RES[$1:$2]+=" $3"; }
-
 # source runs smtp-source against column $1 with args $2..; it prints the
 # seconds taken, or fails when smtp-source reported an error.
 source_load() {

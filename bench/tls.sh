@@ -29,6 +29,8 @@
 # turn, so that a burst of other work on the shared machine hurts no single
 # column).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TLS_SECONDS=${TLS_SECONDS:-5}
 TLS_WORKERS=${TLS_WORKERS:-8}
@@ -39,7 +41,6 @@ NGINX_STREAM_SO=/usr/lib/nginx/modules/ngx_stream_module.so
 SERVER_NAME=bench.gatehouse.test
 LOADS=(full-1.3 full-1.2 resumed-1.3 resumed-1.2)
 
-log() { printf '%s\n' "$*" >&2; }
 die() { log "tls.sh: $*"; exit 1; }
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -47,26 +48,6 @@ cd "$BENCH_DIR/.."
 WORK=$(mktemp -d /tmp/gatehouse-tls-bench.XXXXXX)
 STARTED=() # every process this script started, stopped on exit
 
-# stop_pid ends one process: TERM, up to 5 s, then KILL.
-stop_pid() {
-	local pid=$1 i p
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	local -a keep=()
-	for p in "${STARTED[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-	STARTED=("${keep[@]}")
-}
-
-cleanup() {
-	local pid
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -114,29 +95,6 @@ make_cert() {
 		-subj "/CN=$SERVER_NAME" -addext "subjectAltName=DNS:$SERVER_NAME,IP:127.0.0.1" \
 		-keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null || die "openssl could not make the certificate"
 	cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/both.pem"
-}
-
-# start_bg runs a command in the background with its output in file $1, and
-# records its pid in BG_PID.
-start_bg() {
-	local out=$1
-	shift
-	"$@" >"$out" 2>&1 &
-	BG_PID=$!
-	STARTED+=("$BG_PID")
-}
-
-# wait_line waits (bounded by $3 seconds) until file $1 holds a line matching $2,
-# failing early if process $4 ends.
-wait_line() {
-	local file=$1 pattern=$2 secs=$3 pid=$4 i
-	for ((i = 0; i < secs * 20; i++)); do
-		grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-		kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; return 1; }
-		sleep 0.05
-	done
-	cat "$file" >&2
-	return 1
 }
 
 # start_backend starts the echo back-end and picks the port the proxies
@@ -290,44 +248,10 @@ tlsrate() {
 		-version "$version" "$@"
 }
 
-# children prints the pids whose parent is $1.
-children() {
-	local f stat
-	local -a fs
-	for f in /proc/[0-9]*/stat; do
-		{ read -r stat <"$f"; } 2>/dev/null || continue # gone meanwhile
-		read -r -a fs <<<"${stat##*) }"
-		[[ ${fs[1]} == "$1" ]] || continue
-		f=${f#/proc/}
-		echo "${f%/stat}"
-	done
-}
-
 # ---- measuring -------------------------------------------------------------
 
 declare -A RES # RES[proxy:metric] = one figure per round, space-separated
 declare -A NEG # NEG[proxy:load] = what the last round negotiated
-
-# record adds figure $3 of metric $2 for proxy $1.
-record() { RES[$1:$2]+=" $3"; }
-
-# cpu_seconds prints the summed utime+stime of the given pids, in seconds.
-cpu_seconds() {
-	local pid stat t=0
-	local -a f
-	for pid; do
-		read -r stat <"/proc/$pid/stat"
-		read -r -a f <<<"${stat##*) }"
-		t=$((t + f[11] + f[12])) # fields 14 and 15 of proc(5), counted from state
-	done
-	awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.3f", t/hz}'
-}
-
-# kv prints the value of key $1 in the key=value line(s) $2.
-kv() { grep -o -- "\b$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2; }
-
-# calc evaluates an awk expression over a and b, printing it with format $4.
-calc() { awk -v a="$1" -v b="$2" "BEGIN{printf \"$4\", $3}"; }
 
 # load_tls runs load $2 (full-1.3, resumed-1.2 …) through proxy $1 and
 # records handshakes per second and the proxy's CPU-µs per handshake.
@@ -380,14 +304,6 @@ bench_one() {
 	show_log "$WORK/$name.log" "$name"
 	show_log "$WORK/nginx-error.log" "$name"
 	check_backend
-}
-
-# show_log passes on what proxy $2 wrote to file $1 (warnings, errors), then
-# empties the file for the next round.
-show_log() {
-	[[ -s $1 ]] || return 0
-	head -5 "$1" | sed "s/^/$2 said: /" >&2
-	: >"$1"
 }
 
 # ---- the table -------------------------------------------------------------
