@@ -154,12 +154,7 @@ var clientListenConfig = net.ListenConfig{KeepAlive: -1}
 
 // frontend returns the protocol handler of a listener.
 func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error) {
-	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
-	edge, err := b.edgeTLS(lc, nil)
-	if err != nil {
-		return nil, err
-	}
-	backend, err := lc.BackendTLS.ClientConfig("", b.s.log)
+	version, edge, backend, err := b.links(lc, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +179,18 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 		BackendTLS:   backend,
 		Log:          b.s.log,
 	}, nil
+}
+
+// links returns what every frontend needs to reach clients and back-ends:
+// the PROXY version it sends, its TLS config towards clients (nil: none,
+// alpn offered), and its TLS config towards back-ends (nil: none).
+func (b *builder) links(lc *Listener, alpn []string) (version byte, edge, backend *stdtls.Config, err error) {
+	version, _ = proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
+	if edge, err = b.edgeTLS(lc, alpn); err != nil {
+		return 0, nil, nil, err
+	}
+	backend, err = lc.BackendTLS.ClientConfig("", b.s.log)
+	return version, edge, backend, err
 }
 
 // mailLogin builds the POP3 or IMAP frontend: login at the edge, route by

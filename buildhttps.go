@@ -26,12 +26,7 @@ func (b *builder) httpsFrontend(lc *Listener, l *listener) (proxy.Handler, error
 		l.pools = append(l.pools, pool)
 	}
 	l.pool = services[https.Default]
-	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
-	edge, err := b.edgeTLS(lc, []string{"http/1.1"})
-	if err != nil {
-		return nil, err
-	}
-	backend, err := lc.BackendTLS.ClientConfig("", b.s.log)
+	version, edge, backend, err := b.links(lc, []string{"http/1.1"})
 	if err != nil {
 		return nil, err
 	}
