@@ -75,18 +75,14 @@ func (s *Server) handleBackendAction(w http.ResponseWriter, r *http.Request) {
 func (s *Server) SetBackendState(name string, state proxy.AdminState) (int, error) {
 	s.mu.Lock()
 	s.adminStates[name] = state
-	s.mu.Unlock()
 	var hit []*proxy.Backend
-	for _, l := range s.snapshot() {
-		for _, p := range l.pools {
-			for _, b := range p.Backends {
-				if b.Name == name {
-					b.SetAdmin(state)
-					hit = append(hit, b)
-				}
-			}
+	for key, be := range s.backends {
+		if key.name == name {
+			be.SetAdmin(state)
+			hit = append(hit, be)
 		}
 	}
+	s.mu.Unlock()
 	if len(hit) == 0 {
 		return 0, errors.New("no back-end named " + name)
 	}

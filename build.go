@@ -36,14 +36,28 @@ type builder struct {
 	bound  []net.Listener          // sockets bound anew
 	checks []health.Check
 	certs  map[string]*certSet // certificate sets started anew
+
+	// backends are the new configuration's back-ends by (check, name):
+	// the handle through which health results reach them. A back-end
+	// whose check, name and address stay is the running *proxy.Backend,
+	// so its live state and sessions span the reload.
+	backends map[backendKey]*proxy.Backend
+	weights  map[*proxy.Backend]int // weights of kept back-ends, set at commit
+	built    bool                   // build ran: commit swaps the back-ends
 }
 
+// backendKey names a back-end within one pool: the pool's health check and
+// the back-end's name.
+type backendKey struct{ check, name string }
+
 func (s *Server) newBuilder(cfg *Config, reuse map[string]net.Listener) *builder {
-	return &builder{s: s, cfg: cfg, reuse: reuse, taken: map[string]bool{}, certs: map[string]*certSet{}}
+	return &builder{s: s, cfg: cfg, reuse: reuse, taken: map[string]bool{}, certs: map[string]*certSet{},
+		backends: map[backendKey]*proxy.Backend{}, weights: map[*proxy.Backend]int{}}
 }
 
 // build makes every listener of the config.
 func (b *builder) build() ([]*listener, error) {
+	b.built = true
 	var out []*listener
 	for i := range b.cfg.Listeners {
 		l, err := b.listener(&b.cfg.Listeners[i])
@@ -64,14 +78,20 @@ func (b *builder) build() ([]*listener, error) {
 	return out, nil
 }
 
-// commit hands the built state to the Server: certificate sets and health
-// checks. The caller swaps the listeners.
+// commit hands the built state to the Server: certificate sets, back-ends
+// and health checks. The caller swaps the listeners.
 func (b *builder) commit() {
 	for name, c := range b.certs {
 		if old, ok := b.s.certs[name]; ok {
 			old.m.Close()
 		}
 		b.s.certs[name] = c
+	}
+	for be, w := range b.weights {
+		be.SetWeight(w)
+	}
+	if b.built {
+		b.s.setBackends(b.backends)
 	}
 	for _, c := range b.checks {
 		b.s.monitor.Add(c)
@@ -277,14 +297,7 @@ func (b *builder) pool(lc *Listener, spec poolSpec) (*proxy.Pool, error) {
 		s.monitor.Suspect(be.Name, spec.check, errors.New("connects to the back-end failed"))
 	}
 	for _, name := range spec.backends {
-		bc := b.cfg.Backends[name]
-		be := proxy.NewBackend(name, backendAddr(bc.Address, lc.Port), bc.Weight)
-		if st, ok := s.monitor.Status(name, spec.check); ok {
-			be.SetHealthy(st.Up)
-		}
-		s.mu.Lock()
-		be.SetAdmin(s.adminStates[name])
-		s.mu.Unlock()
+		be := b.backend(backendKey{spec.check, name}, backendAddr(b.cfg.Backends[name].Address, lc.Port))
 		pool.Backends = append(pool.Backends, be)
 		c, err := spec.probe(be)
 		if err != nil {
@@ -294,6 +307,28 @@ func (b *builder) pool(lc *Listener, spec poolSpec) (*proxy.Pool, error) {
 		b.checks = append(b.checks, c)
 	}
 	return pool, nil
+}
+
+// backend returns the back-end of a pool: the running one when its check,
+// name and address stay (its weight set at commit), else a new one in the
+// state the running configuration knew: health of a check that stays, and
+// the operator's drain or disable.
+func (b *builder) backend(key backendKey, addr string) *proxy.Backend {
+	weight := b.cfg.Backends[key.name].Weight
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if be := s.backends[key]; be != nil && be.Addr == addr {
+		b.backends[key], b.weights[be] = be, weight
+		return be
+	}
+	be := proxy.NewBackend(key.name, addr, weight)
+	if st, ok := s.monitor.Status(key.name, key.check); ok {
+		be.SetHealthy(st.Up)
+	}
+	be.SetAdmin(s.adminStates[key.name])
+	b.backends[key] = be
+	return be
 }
 
 // listenerPool is the one pool of a listener of any protocol but https,

@@ -20,6 +20,11 @@ type Config struct {
 	// ShutdownGrace is how long live sessions may run after SIGTERM before
 	// they are closed; 0 means 30s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// ReloadGrace is how long, after a reload, the live sessions of a
+	// listener or back-end the new configuration no longer has may go on
+	// before they are told goodbye and closed (sessions of everything that
+	// stays are never ended by a reload); 0 means 30s.
+	ReloadGrace time.Duration `yaml:"reload_grace"`
 	// Admin is the listener for metrics and the status API.
 	Admin Admin `yaml:"admin"`
 	// Log sets the log level and format.

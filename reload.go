@@ -2,27 +2,34 @@ package gatehouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/health"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
-// Reload applies a new configuration without dropping a session or
-// refusing a connection:
+// Reload applies a new configuration without ending a session or refusing
+// a connection:
 //   - listen addresses that stay keep their sockets (the new listener takes
 //     them over; the kernel queues connections meanwhile); new ones are
-//     bound, removed ones closed once their sessions are done;
-//   - live sessions finish on the configuration they started with; the old
-//     listeners drain for up to shutdown_grace;
-//   - health state and operator drain/disable carry over for the
-//     (back-end, listener) pairs that stay; checks of pairs that go are
-//     removed;
+//     bound, removed ones closed;
+//   - a live session belongs to the configuration it started with and runs
+//     until its client or back-end ends it or its own idle timeout fires:
+//     the reload sends it no goodbye and sets it no deadline;
+//   - only sessions of a listener or back-end the new configuration no
+//     longer has go away, reload_grace later, each with its protocol's
+//     goodbye;
+//   - back-ends that stay keep their live state (health, operator
+//     drain/disable, session counts) across the reload: they are the same
+//     proxy.Backend in both configurations;
 //   - unchanged certificate sets keep running, changed ones restart.
 //
-// If anything fails (a new port already in use, a certificate that cannot
-// load), nothing changes and the error says why. The admin listener's
-// address is not reloaded.
+// Reloads are serialised. If anything fails (a new port already in use, a
+// certificate that cannot load), nothing changes and the error says why.
+// The admin listener's address is not reloaded.
 func (s *Server) Reload(cfg *Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -35,10 +42,16 @@ func (s *Server) Reload(cfg *Config) error {
 	if cfg.Admin.Listen != s.cfg.Admin.Listen {
 		s.log.Warn("admin.listen changed: it takes effect at the next restart", "running", s.cfg.Admin.Listen)
 	}
+	gone := s.goneBackends(b.backends)
 	b.commit()
 	s.removeStaleChecks(b.checks)
+	names := map[string]bool{}
+	for _, l := range next {
+		names[l.cfg.Name] = true
+	}
+	var errs []error
 	for _, l := range old {
-		s.handOver(l, b.taken)
+		errs = append(errs, s.retire(l, b.taken, names[l.cfg.Name], cfg.ReloadGrace))
 	}
 	s.mu.Lock()
 	s.cfg, s.listeners = cfg, next
@@ -46,8 +59,12 @@ func (s *Server) Reload(cfg *Config) error {
 	for _, l := range next {
 		s.serve(l)
 	}
+	s.endGone(gone, cfg.ReloadGrace)
 	s.reloadCertificateFiles()
 	s.log.Info("configuration reloaded", "listeners", len(next))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reload: applied, but: %w", err)
+	}
 	return nil
 }
 
@@ -65,31 +82,102 @@ func socketsByAddr(ls []*listener) map[string]net.Listener {
 	return m
 }
 
-// handOver stops an old listener: sockets the new configuration kept are
-// released to it, the others close, and live sessions drain in the
-// background for up to shutdown_grace.
-func (s *Server) handOver(l *listener, taken map[string]bool) {
+// retire stops an old listener accepting: sockets the new configuration
+// kept are released to it (never closed), the others close. When the
+// listener stays (same name), its live sessions go on untouched until
+// they end; when it was removed, they get grace, then their goodbye.
+func (s *Server) retire(l *listener, taken map[string]bool, stays bool, grace time.Duration) error {
+	var errs []error
 	for i, addr := range l.cfg.Listen {
-		if taken[addr] {
-			l.server.Release(l.sockets[i])
+		if err := l.server.Release(l.sockets[i]); err != nil {
+			errs = append(errs, fmt.Errorf("listener %s, %s: %w", l.cfg.Name, addr, err))
+			s.log.Error("reload: an old listener did not let go of its socket", "listener", l.cfg.Name, "addr", addr, "err", err)
+		}
+		if !taken[addr] {
+			l.sockets[i].Close()
 		}
 	}
-	grace := s.cfg.ShutdownGrace
+	if l.stop != nil {
+		l.stop() // the new listener runs its own certificate check
+	}
+	s.mu.Lock()
+	s.retired = append(s.retired, l)
+	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, grace)
-		defer cancel()
-		l.server.Shutdown(ctx)
-		if l.stop != nil {
-			l.stop()
+		if !stays {
+			ctx, cancel := context.WithTimeout(s.ctx, grace)
+			defer cancel()
+			l.server.Shutdown(ctx)
 		}
-		for i, addr := range l.cfg.Listen {
-			if !taken[addr] {
-				l.sockets[i].Close()
+		s.awaitRetired(l)
+	}()
+	return errors.Join(errs...)
+}
+
+// retiredPoll is how often a retired listener is asked whether its last
+// session has ended.
+const retiredPoll = time.Second
+
+// awaitRetired waits until a retired listener has no session left, then
+// frees what it holds. Close ends the wait.
+func (s *Server) awaitRetired(l *listener) {
+	t := time.NewTicker(retiredPoll)
+	defer t.Stop()
+	for l.server.Active() > 0 {
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+	l.server.Shutdown(s.ctx) // no session left: returns at once, frees the parker
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.retired {
+		if r == l {
+			s.retired = append(s.retired[:i], s.retired[i+1:]...)
+			break
+		}
+	}
+}
+
+// goneBackends returns the running back-ends that the new configuration
+// does not keep (removed, or moved to another address).
+func (s *Server) goneBackends(next map[backendKey]*proxy.Backend) []*proxy.Backend {
+	kept := map[*proxy.Backend]bool{}
+	for _, be := range next {
+		kept[be] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var gone []*proxy.Backend
+	for _, be := range s.backends {
+		if !kept[be] {
+			gone = append(gone, be)
+		}
+	}
+	return gone
+}
+
+// endGone takes back-ends a reload removed out of the old configuration's
+// pools at once (sessions still running on it pick no new request there),
+// and closes their live sessions after grace.
+func (s *Server) endGone(gone []*proxy.Backend, grace time.Duration) {
+	if len(gone) == 0 {
+		return
+	}
+	for _, be := range gone {
+		be.SetAdmin(proxy.Draining)
+	}
+	time.AfterFunc(grace, func() {
+		for _, be := range gone {
+			if n := be.CloseSessions(); n > 0 {
+				s.log.Warn("closed sessions of a back-end the configuration no longer has", "backend", be.Name, "addr", be.Addr, "sessions", n)
 			}
 		}
-	}()
+	})
 }
 
 // removeStaleChecks removes health checks that the new configuration no

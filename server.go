@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
@@ -30,9 +31,11 @@ type Server struct {
 	reload    func() error    // set by SetReloader
 	throttle  *proxy.Throttle // failed logins, shared by every frontend
 
-	reloadMu    sync.Mutex                  // one Reload at a time
-	mu          sync.Mutex                  // guards cfg, listeners and adminStates
-	adminStates map[string]proxy.AdminState // operator states by back-end name
+	reloadMu    sync.Mutex                    // one Reload at a time
+	mu          sync.Mutex                    // guards cfg, listeners, retired, backends and adminStates
+	adminStates map[string]proxy.AdminState   // operator states by back-end name
+	backends    map[backendKey]*proxy.Backend // the running back-ends, by pool check and name
+	retired     []*listener                   // listeners a reload replaced, while sessions remain
 }
 
 // SetReloader sets what POST /api/reload calls: typically re-reading the
@@ -103,19 +106,29 @@ func (s *Server) onHealthChange(t health.Transition) {
 		}
 	}
 	s.changes.add(ch)
-	for _, l := range s.snapshot() {
-		for _, p := range l.pools {
-			if p.Name != t.Check {
-				continue
-			}
-			for _, b := range p.Backends {
-				if b.Name == t.Target {
-					b.SetHealthy(t.Up)
-				}
-			}
-		}
+	s.mu.Lock()
+	be := s.backends[backendKey{t.Check, t.Target}]
+	s.mu.Unlock()
+	if be != nil {
+		be.SetHealthy(t.Up)
 	}
 }
+
+// setBackends makes a built configuration's back-ends the running ones and
+// gives each the operator's state for its name: a drain that came in
+// while the configuration was being built is not lost.
+func (s *Server) setBackends(m map[backendKey]*proxy.Backend) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backends = m
+	for key, be := range m {
+		be.SetAdmin(s.adminStates[key.name])
+	}
+}
+
+// ShutdownGrace returns the shutdown grace of the configuration in force
+// (it may have changed since start).
+func (s *Server) ShutdownGrace() time.Duration { return s.config().ShutdownGrace }
 
 // Start serves every listener and the admin listener in the background.
 func (s *Server) Start() {
@@ -143,20 +156,28 @@ func (s *Server) serve(l *listener) {
 	l.watchCertificates(ctx)
 	for _, ln := range l.sockets {
 		s.wg.Add(1)
-		go func() {
+		l.server.Go(ln, func(err error) {
 			defer s.wg.Done()
-			if err := l.server.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			if !errors.Is(err, proxy.ErrServerClosed) {
 				s.log.Error("listener stopped", "listener", l.cfg.Name, "err", err)
 			}
-		}()
+		})
 	}
+}
+
+// every returns the current listeners and those a reload replaced whose
+// sessions still run.
+func (s *Server) every() []*listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(append([]*listener(nil), s.listeners...), s.retired...)
 }
 
 // Shutdown stops accepting everywhere, lets live sessions finish until ctx
 // is done, then closes what remains.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
-	current := s.snapshot()
+	current := s.every()
 	errs := make([]error, len(current))
 	for i, l := range current {
 		wg.Add(1)
@@ -172,7 +193,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close stops everything at once.
 func (s *Server) Close() error {
-	for _, l := range s.snapshot() {
+	for _, l := range s.every() {
 		l.close()
 	}
 	if s.admin != nil {

@@ -35,7 +35,10 @@ type Backend struct {
 	// Addr is the "host:port" dialed.
 	Addr string
 	// Weight scales the back-end's share of new sessions; 0 means 1.
+	// SetWeight changes it on a back-end in use.
 	Weight int
+
+	weightSet atomic.Int32 // SetWeight's value; 0: Weight stands
 
 	healthy  atomic.Bool  // last verdict of active health checks
 	passive  atomic.Bool  // taken out by consecutive dial failures
@@ -54,11 +57,19 @@ func NewBackend(name, addr string, weight int) *Backend {
 
 // weight returns the effective weight (at least 1).
 func (b *Backend) weight() int {
+	if w := b.weightSet.Load(); w > 0 {
+		return int(w)
+	}
 	if b.Weight <= 0 {
 		return 1
 	}
 	return b.Weight
 }
+
+// SetWeight changes the back-end's share of new sessions while it serves
+// (a reload that changes only the weight keeps the Backend and its live
+// sessions); w ≤ 0 means 1.
+func (b *Backend) SetWeight(w int) { b.weightSet.Store(int32(max(w, 1))) }
 
 // SetHealthy records the verdict of active health checks. A healthy verdict
 // also ends a passive outage: the monitor has seen the back-end answer.

@@ -147,6 +147,34 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
+	return s.serveTracked(ln, sv)
+}
+
+// Go is Serve in a goroutine of its own, except that ln is registered
+// before Go returns: a Release or Shutdown that follows always finds it
+// (with a bare `go Serve(ln)` a Release could come first, fail, and leave
+// the socket to be closed by a later shutdown). done, if not nil, gets
+// Serve's error when it returns.
+func (s *Server) Go(ln net.Listener, done func(error)) {
+	s.init()
+	sv, ok := s.track(ln)
+	if !ok {
+		ln.Close()
+		if done != nil {
+			done(ErrServerClosed)
+		}
+		return
+	}
+	go func() {
+		err := s.serveTracked(ln, sv)
+		if done != nil {
+			done(err)
+		}
+	}()
+}
+
+// serveTracked is Serve's accept loop on a registered socket.
+func (s *Server) serveTracked(ln net.Listener, sv *serving) error {
 	defer s.untrack(ln, sv)
 	// MaxConns is a semaphore rather than netutil.LimitListener, whose
 	// wrapped connections would hide the *net.TCPConn that serve needs.

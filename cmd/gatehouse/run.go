@@ -67,8 +67,9 @@ func serve(cfg *gatehouse.Config, path string, ready func(*gatehouse.Server)) in
 		reload()
 	}
 	signal.Stop(stop)
-	log.Info("stopping: draining live sessions", "grace", cfg.ShutdownGrace)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	grace := srv.ShutdownGrace() // the reloaded value, if a reload changed it
+	log.Info("stopping: draining live sessions", "grace", grace)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Error("shutdown", "err", err)
