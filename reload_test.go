@@ -2,8 +2,8 @@ package gatehouse
 
 import (
 	"context"
-	"errors"
 	stdtls "crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
