@@ -158,10 +158,14 @@ func (s *Server) bindAdmin() error {
 	if s.cfg.Admin.Listen == "off" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.Admin.Listen)
-	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
+	ln, ok := s.inherited[adminSocketKey(s.cfg.Admin.Listen)]
+	if !ok {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
 	}
+	s.adminRaw = ln
 	if !adminOnLoopback(s.cfg.Admin.Listen) {
 		m, err := s.adminCertificates()
 		if err != nil {

@@ -25,6 +25,11 @@ type Config struct {
 	// before they are told goodbye and closed (sessions of everything that
 	// stays are never ended by a reload); 0 means 30s.
 	ReloadGrace time.Duration `yaml:"reload_grace"`
+	// UpgradeGrace is how long, after `gatehouse upgrade` handed the
+	// sockets to a new binary, the old process keeps its live sessions
+	// before it says goodbye to the rest and exits; 0 means 1h (longer
+	// than an ActiveSync Ping's 59 minutes).
+	UpgradeGrace time.Duration `yaml:"upgrade_grace"`
 	// Admin is the listener for metrics and the status API.
 	Admin Admin `yaml:"admin"`
 	// Log sets the log level and format.

@@ -28,6 +28,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.StateDir, DefaultStateDir)
 	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
 	setDefault(&c.ReloadGrace, 30*time.Second)
+	setDefault(&c.UpgradeGrace, time.Hour)
 	setDefault(&c.Admin.Listen, DefaultAdminListen)
 	setDefault(&c.Admin.DisableGrace, 10*time.Second)
 	setDefault(&c.Log.Level, "info")

@@ -26,6 +26,8 @@ type Server struct {
 	listeners []*listener
 	admin     *http.Server
 	adminLn   net.Listener
+	adminRaw  net.Listener            // adminLn's TCP socket (under TLS off loopback)
+	inherited map[string]net.Listener // sockets handed over at start, by address
 	wg        sync.WaitGroup
 	changes   changeLog
 	reload    func() error    // set by SetReloader
@@ -73,13 +75,20 @@ type listener struct {
 // so that a port in use is an error here, before anything is served.
 // Nothing is accepted until Start.
 func NewServer(cfg *Config, log *slog.Logger) (*Server, error) {
+	return newServer(cfg, log, nil)
+}
+
+// newServer builds a Server, taking inherited sockets (by configured
+// address) instead of binding where it can.
+func newServer(cfg *Config, log *slog.Logger, inherited map[string]net.Listener) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: log, certs: map[string]*certSet{}, adminStates: map[string]proxy.AdminState{}, throttle: &proxy.Throttle{}}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.monitor = health.NewMonitor(log, s.onHealthChange)
-	b := s.newBuilder(cfg, nil)
+	s.inherited = inherited
+	b := s.newBuilder(cfg, inherited)
 	listeners, err := b.build()
 	if err != nil {
 		s.Close()
@@ -129,6 +138,9 @@ func (s *Server) setBackends(m map[backendKey]*proxy.Backend) {
 // ShutdownGrace returns the shutdown grace of the configuration in force
 // (it may have changed since start).
 func (s *Server) ShutdownGrace() time.Duration { return s.config().ShutdownGrace }
+
+// UpgradeGrace returns the upgrade grace of the configuration in force.
+func (s *Server) UpgradeGrace() time.Duration { return s.config().UpgradeGrace }
 
 // Start serves every listener and the admin listener in the background.
 func (s *Server) Start() {

@@ -7,6 +7,7 @@
 //	gatehouse run -config FILE       serve the configuration
 //	gatehouse validate -config FILE  check a configuration, print FILE:LINE:COL: problems
 //	gatehouse reload [-pidfile F]    make a running gatehouse re-read its configuration
+//	gatehouse upgrade [-pidfile F]   replace a running gatehouse with the binary on disk, sessions kept
 //	gatehouse demo                   run gatehouse in front of built-in demo back-ends
 //	gatehouse probe [flags] URL      check one service once (Nagios/JSON output)
 //	gatehouse tls export-ca          print the local CA's root certificate
@@ -47,6 +48,8 @@ func run(args []string) int {
 		return cmdTLS(args[1:])
 	case "reload":
 		return cmdReload(args[1:])
+	case "upgrade":
+		return cmdUpgrade(args[1:])
 	case "version", "-version", "--version":
 		fmt.Printf("gatehouse %s (commit %s)\n", version, commit)
 		return 0
@@ -65,6 +68,9 @@ func usage() {
   gatehouse validate -config FILE  check a configuration
   gatehouse reload [-pidfile FILE | -admin ADDR]
                                    make a running gatehouse re-read its configuration
+  gatehouse upgrade [-pidfile FILE]
+                                   replace a running gatehouse with the binary on disk;
+                                   live sessions finish in the old process
   gatehouse demo                   run in front of built-in demo back-ends
   gatehouse probe [flags] URL      check one service once: smtp://host:25?starttls=1,
                                    pop3s://, imaps://, https://host/owa/healthcheck.htm, tcp://…

@@ -51,7 +51,11 @@ func apiReload(admin, token string) int {
 	if !strings.HasPrefix(admin, "127.") && !strings.HasPrefix(admin, "localhost") && !strings.HasPrefix(admin, "[::1]") {
 		scheme = "https" // a non-loopback admin listener always speaks TLS
 	}
-	req, _ := http.NewRequest(http.MethodPost, scheme+"://"+admin+"/api/reload", nil)
+	req, err := http.NewRequest(http.MethodPost, scheme+"://"+admin+"/api/reload", nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reload:", err)
+		return 2
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
+	"github.com/gatehouse-proxy/gatehouse/upgrade"
+)
+
+// copyFile copies a file with mode 0755 (removing what was there, as a
+// package manager replaces a running binary).
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(to)
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A binary upgrade keeps every live session in the old process, hands
+// every port (the admin one too) to the new process without refusing a
+// connection, and a new binary that cannot start leaves the old one
+// serving.
+func TestUpgradeKeepsSessionsAndSurvivesABrokenBinary(t *testing.T) {
+	built, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gatehouse")
+	copyFile(t, built, bin)
+	echo := startEcho(t)
+	mx := smtptest.NewServer("mx")
+	defer mx.Close()
+	tcpAddr, smtpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	path, pidfile := filepath.Join(dir, "gatehouse.yaml"), filepath.Join(dir, "pid")
+	os.WriteFile(path, fmt.Appendf(nil, `
+state_dir: %q
+admin: {listen: %q}
+log: {level: info}
+backends: {echo: {address: %q}, mx: {address: %q}}
+listeners:
+  - {name: tcp, listen: %q, backends: [echo]}
+  - {name: smtp, protocol: smtp, listen: %q, backends: [mx]}
+`, dir, adminAddr, echo, mx.Addr, tcpAddr, smtpAddr), 0o644)
+	logFile, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "run", "-config", path, "-pidfile", pidfile)
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		if pid, err := upgrade.PID(pidfile); err == nil {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile.Name())
+			t.Logf("gatehouse's log:\n%s", b)
+		}
+	}()
+	waitListening(t, tcpAddr, smtpAddr, adminAddr)
+	waitPidfile(t, pidfile, cmd.Process.Pid)
+
+	tcp, err := dialDialog(tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.c.Close()
+	mail, err := dialDialog(smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mail.c.Close()
+	must(t, mail.step("", "220 "), mail.step("EHLO client.example", "250 "), tcp.step("one", "one"))
+
+	// A binary that cannot start: the old process keeps serving.
+	os.Remove(bin)
+	os.WriteFile(bin, []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	if code := cmdUpgrade([]string{"-pidfile", pidfile, "-wait", "5s"}); code != 1 {
+		t.Fatalf("upgrade to a broken binary: exit %d, want 1", code)
+	}
+	must(t, tcp.step("two", "two"), smtpSession(smtpAddr))
+
+	// The real binary: the new process takes every port over.
+	copyFile(t, built, bin)
+	if code := cmdUpgrade([]string{"-pidfile", pidfile, "-wait", "60s"}); code != 0 {
+		t.Fatalf("upgrade: exit %d", code)
+	}
+	newPid, _ := upgrade.PID(pidfile)
+	if newPid == cmd.Process.Pid {
+		t.Fatal("the pidfile still names the old process")
+	}
+	must(t, smtpSession(smtpAddr), statusOK(adminAddr))
+	fresh, err := dialDialog(tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, fresh.step("fresh", "fresh"))
+	fresh.c.Close()
+
+	// The old process still carries the sessions it had, untouched.
+	select {
+	case <-exited:
+		t.Fatal("the old process exited with live sessions")
+	default:
+	}
+	must(t, tcp.step("three", "three"),
+		mail.step("MAIL FROM:<a@client.example>", "250 "), mail.step("RCPT TO:<b@example.com>", "250 "),
+		mail.step("DATA", "354 "), mail.step("Subject: x\r\n\r\nacross an upgrade\r\n.", "250 "), mail.step("QUIT", "221 "))
+	tcp.c.Close()
+	select {
+	case <-exited: // its last session ended: it is gone
+	case <-time.After(20 * time.Second):
+		t.Fatal("the old process did not exit after its last session ended")
+	}
+	must(t, smtpSession(smtpAddr))
+}
+
+func must(t *testing.T, errs ...error) {
+	t.Helper()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitPidfile(t *testing.T, pidfile string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if pid, err := upgrade.PID(pidfile); err == nil && pid == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pidfile %s does not name %d", pidfile, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func statusOK(admin string) error {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + admin + "/api/status")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("admin /api/status: %s", resp.Status)
+	}
+	return nil
+}
+
+// startEcho runs a line echo server and returns its address.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
