@@ -297,7 +297,7 @@ func (b *builder) pool(lc *Listener, spec poolSpec) (*proxy.Pool, error) {
 		s.monitor.Suspect(be.Name, spec.check, errors.New("connects to the back-end failed"))
 	}
 	for _, name := range spec.backends {
-		be := b.backend(backendKey{spec.check, name}, backendAddr(b.cfg.Backends[name].Address, lc.Port))
+		be := b.backend(backendKey{spec.check, name}, BackendAddr(b.cfg.Backends[name].Address, lc.Port))
 		pool.Backends = append(pool.Backends, be)
 		c, err := spec.probe(be)
 		if err != nil {
@@ -341,9 +341,9 @@ func (b *builder) listenerPool(lc *Listener) (*proxy.Pool, error) {
 	})
 }
 
-// backendAddr joins a back-end address with the listener's port unless it
-// names its own.
-func backendAddr(address string, port int) string {
+// BackendAddr joins a back-end address with the listener's port unless it
+// names its own: the address gatehouse dials.
+func BackendAddr(address string, port int) string {
 	if _, _, err := net.SplitHostPort(address); err == nil {
 		return address
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse"
 	"github.com/gatehouse-proxy/gatehouse/examples"
+	"github.com/gatehouse-proxy/gatehouse/internal/demo"
 )
 
 // cmdDemo runs gatehouse with examples/demo.yaml in front of the built-in
@@ -21,13 +22,13 @@ func cmdDemo(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	backends, err := gatehouse.StartDemoBackends(cfg)
+	backends, err := demo.Start(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo back-ends:", err)
 		return 1
 	}
 	defer backends.Close()
 	return serve(cfg, "", func(srv *gatehouse.Server) {
-		fmt.Print(gatehouse.DemoBanner(cfg, srv))
+		fmt.Print(demo.Banner(cfg, srv))
 	})
 }

@@ -1,7 +1,14 @@
-package gatehouse
+// Package demo runs the demo back-ends of `gatehouse demo`: for each
+// listener of examples/demo.yaml, one test server of the listener's kind
+// per back-end (SMTP, POP3, IMAP, Exchange HTTPS), and the banner that
+// tells a newcomer what to try. It lives apart from the gatehouse package
+// so that the library links no test back-end; only cmd/gatehouse imports
+// it. It may import the gatehouse package and the protocols' test servers.
+package demo
 
 import (
 	"fmt"
+	"github.com/gatehouse-proxy/gatehouse"
 	"maps"
 	"net"
 	"os"
@@ -15,30 +22,30 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
-// DemoPassword is the password of the demo users alice and bob.
-const DemoPassword = "demo"
+// Password is the password of the demo users alice and bob.
+const Password = "demo"
 
 // demoHomes says which demo back-end holds each demo user's mailbox: they
 // live on different servers, as mailboxes do in a real farm.
 var demoHomes = map[string]string{"alice": "demo-a", "bob": "demo-b"}
 
-// DemoBackends are the demo back-end servers `gatehouse demo` runs.
-type DemoBackends struct {
+// Backends are the demo back-end servers `gatehouse demo` runs.
+type Backends struct {
 	closers []func()
 }
 
-// StartDemoBackends starts, for every listener of the demo config, one
+// Start starts, for every listener of the demo config, one
 // demo server of the listener's kind per back-end, at the back-end's
 // address. The kind comes from the listener's name: smtp, pop3, imap or
 // https.
-func StartDemoBackends(cfg *Config) (*DemoBackends, error) {
+func Start(cfg *gatehouse.Config) (*Backends, error) {
 	if err := writeDemoMap(cfg); err != nil {
 		return nil, err
 	}
-	d := &DemoBackends{}
+	d := &Backends{}
 	for _, l := range cfg.Listeners {
 		for _, name := range l.Backends {
-			addr := backendAddr(cfg.Backends[name].Address, l.Port)
+			addr := gatehouse.BackendAddr(cfg.Backends[name].Address, l.Port)
 			if err := d.start(l.Name, name, addr); err != nil {
 				d.Close()
 				return nil, err
@@ -49,7 +56,7 @@ func StartDemoBackends(cfg *Config) (*DemoBackends, error) {
 }
 
 // start runs one demo server of the given kind, named after its back-end.
-func (d *DemoBackends) start(kind, name, addr string) error {
+func (d *Backends) start(kind, name, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("demo back-end %s (%s): %w", name, kind, err)
@@ -63,14 +70,14 @@ func (d *DemoBackends) start(kind, name, addr string) error {
 		s := pop3test.NewUnstartedServer(name)
 		s.Mailboxes = map[string]*pop3test.Mailbox{}
 		for user, msgs := range demoMailboxes(name) {
-			s.Mailboxes[user] = &pop3test.Mailbox{Password: DemoPassword, Messages: msgs}
+			s.Mailboxes[user] = &pop3test.Mailbox{Password: Password, Messages: msgs}
 		}
 		s.StartOn(ln)
 		d.closers = append(d.closers, s.Close)
 	case "imap":
 		s := imaptest.NewUnstartedServer(name)
 		for user, msgs := range demoMailboxes(name) {
-			s.AddUser(user, DemoPassword, msgs...)
+			s.AddUser(user, Password, msgs...)
 		}
 		s.StartOn(ln)
 		d.closers = append(d.closers, s.Close)
@@ -88,7 +95,7 @@ func (d *DemoBackends) start(kind, name, addr string) error {
 // writeDemoMap writes the demo's mailbox map where its listeners look for
 // it, unless it is there already (an edit, moving a mailbox, survives
 // restarts).
-func writeDemoMap(cfg *Config) error {
+func writeDemoMap(cfg *gatehouse.Config) error {
 	for _, l := range cfg.Listeners {
 		if l.Route.File == "" {
 			continue
@@ -139,14 +146,14 @@ func demoMessage(user, backend, subject, body string) []byte {
 }
 
 // Close stops every demo back-end.
-func (d *DemoBackends) Close() {
+func (d *Backends) Close() {
 	for _, c := range d.closers {
 		c()
 	}
 }
 
-// DemoBanner tells a newcomer what the demo started and what to try.
-func DemoBanner(cfg *Config, srv *Server) string {
+// Banner tells a newcomer what the demo started and what to try.
+func Banner(cfg *gatehouse.Config, srv *gatehouse.Server) string {
 	var b strings.Builder
 	b.WriteString("\ngatehouse demo is running. Listeners:\n")
 	addrs := srv.Addrs()

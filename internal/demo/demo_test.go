@@ -1,4 +1,4 @@
-package gatehouse
+package demo
 
 import (
 	"bytes"
@@ -6,14 +6,17 @@ import (
 	stdtls "crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse"
 	"github.com/gatehouse-proxy/gatehouse/examples"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
@@ -25,17 +28,17 @@ func TestIntegrationDemo(t *testing.T) {
 	curl := requireTool(t, "curl", "curl")
 	dir := t.TempDir()
 	t.Chdir(dir) // the demo keeps its state (CA, map file) in ./.gatehouse-demo
-	cfg, err := ParseConfig("examples/demo.yaml", examples.Demo)
+	cfg, err := gatehouse.ParseConfig("examples/demo.yaml", examples.Demo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Admin.Listen = "127.0.0.1:0" // the tests may run beside a `make demo`
-	backends, err := StartDemoBackends(cfg)
+	ports := offDemoPorts(t, cfg) // the tests may run beside a `make demo`
+	backends, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer backends.Close()
-	srv, err := NewServer(cfg, NewLogger(Log{Level: "error"}, os.Stderr))
+	srv, err := gatehouse.NewServer(cfg, gatehouse.NewLogger(gatehouse.Log{Level: "error"}, os.Stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +55,7 @@ func TestIntegrationDemo(t *testing.T) {
 	t.Run("smtp with STARTTLS", func(t *testing.T) {
 		roots := x509.NewCertPool()
 		roots.AppendCertsFromPEM(ca.Bytes())
-		c, err := smtp.Dial("127.0.0.1:2525")
+		c, err := smtp.Dial(ports["smtp"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,10 +85,10 @@ func TestIntegrationDemo(t *testing.T) {
 		}
 	})
 	for _, tt := range []struct{ name, url, user, want string }{
-		{"pop3 alice on demo-a", "pop3://localhost:1110/1", "alice:demo", "alice@demo-a"},
-		{"imap bob on demo-b", "imap://localhost:1143/INBOX;MAILINDEX=1", "bob:demo", "bob@demo-b"},
-		{"https", "https://localhost:8443/owa/", "", "X-Backend: demo-"},
-		{"http redirects to https", "http://127.0.0.1:8080/owa/", "", "Location: https://127.0.0.1:8443/owa/"},
+		{"pop3 alice on demo-a", "pop3://localhost:" + port(ports["pop3"]) + "/1", "alice:demo", "alice@demo-a"},
+		{"imap bob on demo-b", "imap://localhost:" + port(ports["imap"]) + "/INBOX;MAILINDEX=1", "bob:demo", "bob@demo-b"},
+		{"https", "https://localhost:" + port(ports["https"]) + "/owa/", "", "X-Backend: demo-"},
+		{"http redirects to https", "http://" + ports["http"] + "/owa/", "", "Location: https://127.0.0.1:" + port(ports["https"]) + "/owa/"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			args := []string{"-sS", "--max-time", "10", "--cacert", caFile, "-D", "-", tt.url}
@@ -105,7 +108,7 @@ func TestIntegrationDemo(t *testing.T) {
 	}
 }
 
-func allUp(srv *Server) bool {
+func allUp(srv *gatehouse.Server) bool {
 	for _, l := range srv.Status().Listeners {
 		for _, b := range l.Backends {
 			if !b.Usable {
@@ -125,4 +128,55 @@ func requireTool(t *testing.T, name, pkg string) string {
 		t.Fatalf("%s not found: install the Debian package %s (.ci/run does)", name, pkg)
 	}
 	return p
+}
+
+// offDemoPorts moves the demo's listeners, admin and back-ends off the
+// addresses a running `make demo` holds: free loopback ports for the
+// listeners, and 127.0.0.111/112 with free ports for the back-ends. It
+// returns each listener's address by name ("http" for the port-80 one).
+func offDemoPorts(t *testing.T, cfg *gatehouse.Config) map[string]string {
+	t.Helper()
+	cfg.Admin.Listen = "127.0.0.1:0"
+	ports := map[string]string{"http": freeAddr(t, "127.0.0.1")}
+	cfg.HTTP.Listen = gatehouse.StringList{ports["http"]}
+	cfg.Backends["demo-a"] = gatehouse.Backend{Address: "127.0.0.111"}
+	cfg.Backends["demo-b"] = gatehouse.Backend{Address: "127.0.0.112"}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		ports[l.Name] = freeAddr(t, "127.0.0.1")
+		l.Listen = gatehouse.StringList{ports[l.Name]}
+		l.Port, _ = strconv.Atoi(port(freeAddr(t, "127.0.0.111")))
+		if l.Name == "https" {
+			cfg.HTTP.HTTPSPort, _ = strconv.Atoi(port(ports["https"]))
+		}
+	}
+	return ports
+}
+
+// freeAddr returns an address on host with a port free right now.
+func freeAddr(t *testing.T, host string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// waitFor polls cond for up to ten seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
