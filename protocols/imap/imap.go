@@ -113,6 +113,7 @@ func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
 		EdgeTLS: f.EdgeTLS, ImplicitTLS: f.TLSMode == TLSImplicit,
 		BackendTLS: f.BackendTLS, BackendImplicitTLS: f.BackendTLSMode == TLSBackend, ProxyVersion: f.ProxyVersion,
 		Idle: f.Idle, PreauthTimeout: cfg.PreauthTimeout, LoginTimeout: cfg.LoginTimeout, MaxBackendLine: maxBackendLine,
+		Goodbye: "* BYE [UNAVAILABLE] This server is being taken out of service, please reconnect\r\n",
 	}, s.preauth)
 }
 

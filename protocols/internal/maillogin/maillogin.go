@@ -76,6 +76,11 @@ type Frontend struct {
 	LoginTimeout time.Duration
 	// MaxBackendLine bounds a back-end's reply line before the splice.
 	MaxBackendLine int
+	// Goodbye is written to the client when a spliced session is ended
+	// from outside (a back-end disabled by an operator, or removed by a
+	// reload), before the connection closes: IMAP's untagged BYE. Empty
+	// means the connection just closes (POP3 has no unsolicited reply).
+	Goodbye string
 }
 
 func (f *Frontend) log() *slog.Logger {

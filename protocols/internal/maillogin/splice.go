@@ -24,7 +24,7 @@ func (s *Session) splice(h *Handoff) {
 	}
 	outcome := "ok"
 	if err == nil {
-		release := proxy.TrackSession(pool, h.b, be)
+		release := proxy.TrackSession(pool, h.b, s.ender(be))
 		var u, d int64
 		u, d, err = proxy.Splice(s.Ctx, s.Conn, be, s.f.Idle)
 		release()
@@ -51,4 +51,22 @@ func forward(w net.Conn, r *bufio.Reader) (int64, error) {
 	b, _ := r.Peek(n)
 	m, err := w.Write(b)
 	return int64(m), err
+}
+
+// closerFunc is a func with the Close method Backend.Track wants.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// ender returns what ends the session from outside: the protocol's
+// goodbye to the client, then the back-end connection closed, which ends
+// the splice.
+func (s *Session) ender(be net.Conn) closerFunc {
+	return func() error {
+		if s.f.Goodbye != "" {
+			s.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			s.Conn.Write([]byte(s.f.Goodbye))
+		}
+		return be.Close()
+	}
 }
