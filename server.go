@@ -5,9 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 
+	"github.com/gatehouse-proxy/gatehouse/admin"
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
@@ -23,10 +23,10 @@ type Server struct {
 	log       *slog.Logger
 	monitor   *health.Monitor
 	listeners []*listener
-	admin     *http.Server
-	adminLn   net.Listener
+	admin     *admin.Admin // nil when admin.listen is off
 	wg        sync.WaitGroup
 	changes   changeLog
+	totals    listenerTotals  // the status's counters, kept across reloads
 	reload    func() error    // set by SetReloader
 	throttle  *proxy.Throttle // failed logins, shared by every frontend
 
@@ -123,13 +123,7 @@ func (s *Server) Start() {
 		s.serve(l)
 	}
 	if s.admin != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("admin listener stopped", "err", err)
-			}
-		}()
+		s.admin.Start()
 	}
 	for _, l := range s.snapshot() {
 		s.log.Info("listening", "listener", l.cfg.Name, "protocol", l.cfg.Protocol, "addrs", l.addrs(), "backends", l.cfg.Backends)
@@ -141,6 +135,7 @@ func (s *Server) serve(l *listener) {
 	ctx, stop := context.WithCancel(s.ctx)
 	l.stop = stop
 	l.watchCertificates(ctx)
+	s.totals.served(l)
 	for _, ln := range l.sockets {
 		s.wg.Add(1)
 		go func() {
@@ -177,8 +172,6 @@ func (s *Server) Close() error {
 	}
 	if s.admin != nil {
 		s.admin.Close()
-	} else if s.adminLn != nil {
-		s.adminLn.Close()
 	}
 	s.monitor.Close()
 	s.stop() // ends the drains of listeners a reload replaced
@@ -220,8 +213,8 @@ func (s *Server) Addrs() map[string][]string {
 
 // AdminAddr returns the admin listener's address, or "" when it is off.
 func (s *Server) AdminAddr() string {
-	if s.adminLn == nil {
+	if s.admin == nil {
 		return ""
 	}
-	return s.adminLn.Addr().String()
+	return s.admin.Addr().String()
 }
