@@ -58,8 +58,21 @@ func hostileSMTP(t *testing.T) (ln net.Listener, speak func()) {
 // getPage fetches the admin listener's "/" with the query q and parses it.
 func getPage(t *testing.T, srv *Server, q string) (*http.Response, string, *html.Node) {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + srv.AdminAddr() + "/" + q)
+	return getPageAs(t, srv, q, "")
+}
+
+// getPageAs is getPage logged in as a browser does: the admin token as
+// the basic-auth password, when token is set.
+func getPageAs(t *testing.T, srv *Server, q, token string) (*http.Response, string, *html.Node) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+srv.AdminAddr()+"/"+q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.SetBasicAuth("operator", token)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +165,10 @@ listeners:
 	waitCheck(t, srv, "mail", "evil", false)
 	waitCheck(t, srv, "echo", "a", true)
 
-	resp, body, doc := getPage(t, srv, "?refresh=2")
+	if resp, _, _ := getPage(t, srv, ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET / without the token = %s, want 401", resp.Status)
+	}
+	resp, body, doc := getPageAs(t, srv, "?refresh=2", token)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET / = %s %q, want 200 text/html", resp.Status, resp.Header.Get("Content-Type"))
 	}
