@@ -3,7 +3,6 @@ package admin
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -27,17 +26,20 @@ import (
 //     or as a basic-auth password (any user name), compared in constant
 //     time; else 401 with a challenge (Basic outside /api/, so a browser
 //     asks for it on the status page, as HAProxy's stats page does).
+//
+// Refusals are logged with the client's address, rate-limited per reason
+// (lograte.go).
 type guard struct {
 	ip    netip.Addr      // the listener's; unspecified: any local address
 	names map[string]bool // lower case, without a trailing dot
 	token [sha256.Size]byte
 	open  bool // no token
 	cop   *http.CrossOriginProtection
-	log   *slog.Logger
+	log   *refusalLog
 }
 
 func newGuard(addr net.Addr, opt Options) *guard {
-	g := &guard{names: map[string]bool{"localhost": true}, open: opt.Token == "", log: opt.Log}
+	g := &guard{names: map[string]bool{"localhost": true}, open: opt.Token == "", log: newRefusalLog(opt.Log)}
 	g.token = sha256.Sum256([]byte(opt.Token))
 	if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
 		g.ip = ap.Addr().Unmap()
@@ -62,7 +64,7 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 	checked := g.cop.Handler(authorized)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !g.hostAllowed(r) {
-			g.log.Warn("admin: refused a request for a foreign Host (DNS rebinding?)", "host", r.Host, "from", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+			g.log.warn("host", "admin: refused a request for a foreign Host (DNS rebinding?)", "host", r.Host, "from", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 			writeJSON(w, http.StatusMisdirectedRequest, apiError{"unknown Host: use an address of the admin listener, localhost or a name in admin.names"})
 			return
 		}
@@ -122,7 +124,7 @@ func isLocal(r *http.Request, ip netip.Addr) bool {
 
 // denyCrossOrigin answers a state-changing request from another origin.
 func (g *guard) denyCrossOrigin(w http.ResponseWriter, r *http.Request) {
-	g.log.Warn("admin: refused a cross-origin request (a web page tried to drive the API?)",
+	g.log.warn("origin", "admin: refused a cross-origin request (a web page tried to drive the API?)",
 		"origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"),
 		"from", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	writeJSON(w, http.StatusForbidden, apiError{"cross-origin request refused"})
@@ -144,7 +146,7 @@ func (g *guard) authorized(r *http.Request) bool {
 
 // challenge answers a request without the token.
 func (g *guard) challenge(w http.ResponseWriter, r *http.Request) {
-	g.log.Warn("admin: refused: bad or missing token", "from", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	g.log.warn("token", "admin: refused: bad or missing token", "from", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
 		writeJSON(w, http.StatusUnauthorized, apiError{"a valid bearer token is required"})
