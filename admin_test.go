@@ -9,10 +9,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/admin"
+	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 )
 
 // logBuf collects a server's log lines; safe for concurrent use.
@@ -316,5 +320,22 @@ listeners: [{name: echo, listen: "127.0.0.1:0", backends: [a], limits: {max_per_
 	}
 	if got, refused := sessions(); got != want+1 || refused != 1 {
 		t.Errorf("after the last reload: %d sessions, %d refused; want %d and 1", got, refused, want+1)
+	}
+}
+
+// The https listeners' certificate comparisons reach the status under
+// their listener's name, and only there.
+func TestAdminViewCertificates(t *testing.T) {
+	checked := time.Now()
+	s := &Server{listeners: []*listener{
+		{cfg: &Listener{Name: "mail"}},
+		{cfg: &Listener{Name: "web"}, certStatus: func() []https.CertCheck {
+			return []https.CertCheck{{Backend: "ex1", Addr: "10.0.0.11:443", Services: []string{"owa"}, Edge: "aa", Presented: "bb", Problem: "another certificate", Checked: checked}}
+		}},
+	}}
+	got := adminView{s}.Certificates()
+	want := map[string][]admin.CertCheck{"web": {{Backend: "ex1", Addr: "10.0.0.11:443", Services: []string{"owa"}, Edge: "aa", Presented: "bb", Problem: "another certificate", Checked: checked}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Certificates() = %+v, want %+v", got, want)
 	}
 }

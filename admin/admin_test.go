@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 type fakeServer struct {
 	mu        sync.Mutex
 	listeners []ListenerStatus
+	certs     map[string][]CertCheck
 	actions   []string // "name action"
 	reloads   int
 }
@@ -31,7 +33,7 @@ func (f *fakeServer) Listeners() []ListenerStatus {
 	return append([]ListenerStatus(nil), f.listeners...)
 }
 
-func (f *fakeServer) Certificates() map[string][]CertCheck { return nil }
+func (f *fakeServer) Certificates() map[string][]CertCheck { return f.certs }
 
 func (f *fakeServer) Changes() []Change { return nil }
 
@@ -387,5 +389,26 @@ func TestRefusalLogReportsWhatItLeftOut(t *testing.T) {
 	l.warn("host", "refused")
 	if !strings.Contains(logs.String(), "suppressed=3") {
 		t.Errorf("the first line of the next window does not count the 3 left out:\n%s", logs)
+	}
+}
+
+// GET /api/status puts each listener's certificate comparisons under it.
+func TestStatusJSONCarriesCertificates(t *testing.T) {
+	srv := &fakeServer{
+		listeners: []ListenerStatus{{Name: "mail", Backends: []BackendStatus{}}, {Name: "web", Backends: []BackendStatus{}}},
+		certs:     map[string][]CertCheck{"web": {{Backend: "ex1", Match: false, Problem: "another certificate"}}},
+	}
+	addr := serve(t, "127.0.0.1:0", Options{}, srv)
+	resp, body := call(t, "GET", addr, "/api/status", nil)
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /api/status: %s %v %q", resp.Status, err, body)
+	}
+	if len(st.Listeners) != 2 || len(st.Listeners[0].Certificates) != 0 || len(st.Listeners[1].Certificates) != 1 ||
+		st.Listeners[1].Certificates[0].Problem != "another certificate" {
+		t.Errorf("status: %+v", st.Listeners)
+	}
+	if strings.Contains(body, `"certificates"`) && strings.Count(body, `"certificates"`) != 1 {
+		t.Errorf("a listener without comparisons shows a certificates key:\n%s", body)
 	}
 }
