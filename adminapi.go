@@ -1,71 +1,40 @@
 package gatehouse
 
 import (
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"net/http"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
-// Admin actions on a back-end, as the API's paths name them.
-var adminActions = map[string]proxy.AdminState{
-	"drain":   proxy.Draining,
-	"enable":  proxy.Enabled,
-	"disable": proxy.Disabled,
-}
-
-// apiError is the JSON body of a failed admin API call.
-type apiError struct {
-	Error string `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// requireToken wraps the admin API in bearer-token authentication when a
-// token is configured; the comparison takes constant time.
-func (s *Server) requireToken(next http.Handler) http.Handler {
-	token := s.cfg.Admin.Token
-	if token == "" {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			s.log.Warn("admin API refused: bad or missing token", "from", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
-			writeJSON(w, http.StatusUnauthorized, apiError{"a valid bearer token is required"})
-			return
+// backendStatus lists a listener's back-ends, each with its checks: one
+// for most listeners, one per service for https.
+func (s *Server) backendStatus(l *listener) []BackendStatus {
+	out := []BackendStatus{}
+	index := map[string]int{}
+	for _, p := range l.pools {
+		for _, b := range p.Backends {
+			i, ok := index[b.Name]
+			if !ok {
+				i = len(out)
+				index[b.Name] = i
+				out = append(out, BackendStatus{
+					Name: b.Name, Addr: b.Addr, Admin: b.Admin().String(),
+					Usable: b.Usable(), Healthy: b.Healthy(),
+				})
+			}
+			out[i].Active += b.Active()
+			if hs, ok := s.monitor.Status(b.Name, p.Name); ok {
+				out[i].Checks = append(out[i].Checks, CheckStatus{
+					Check: hs.Check, Up: hs.Up, LastError: hs.LastErr,
+					LatencyMS: float64(hs.LastLatency.Microseconds()) / 1000,
+					LastProbe: hs.LastProbe, Since: hs.Since,
+				})
+			}
 		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// handleBackendAction serves POST /api/backends/{name}/{action}.
-func (s *Server) handleBackendAction(w http.ResponseWriter, r *http.Request) {
-	name, action := r.PathValue("name"), r.PathValue("action")
-	state, ok := adminActions[action]
-	if !ok {
-		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("unknown action %q (drain, enable, disable)", action)})
-		return
 	}
-	n, err := s.SetBackendState(name, state)
-	if err != nil {
-		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
-		return
-	}
-	s.log.Warn("admin: back-end "+action, "backend", name, "pools", n, "from", r.RemoteAddr, "authenticated", s.config().Admin.Token != "")
-	writeJSON(w, http.StatusOK, map[string]any{"backend": name, "state": state.String(), "pools": n})
+	return out
 }
 
 // SetBackendState sets an operator state on every pool's back-end of that
@@ -86,7 +55,7 @@ func (s *Server) SetBackendState(name string, state proxy.AdminState) (int, erro
 	if len(hit) == 0 {
 		return 0, errors.New("no back-end named " + name)
 	}
-	s.changes.add(Change{At: time.Now(), Backend: name, State: stateWord(state), Reason: "operator"})
+	s.changes.add(Change{At: time.Now(), Backend: name, State: state.String(), Reason: "operator"})
 	if state == proxy.Disabled {
 		time.AfterFunc(s.config().Admin.DisableGrace, func() { s.closeDisabled(hit) })
 	}
@@ -104,23 +73,31 @@ func (s *Server) closeDisabled(bs []*proxy.Backend) {
 	}
 }
 
-func stateWord(s proxy.AdminState) string {
-	if s == proxy.Enabled {
-		return "enabled"
-	}
-	return s.String()
+// maxChanges is how many recent state changes the status keeps.
+const maxChanges = 50
+
+// changeLog keeps the most recent state changes.
+type changeLog struct {
+	mu      sync.Mutex
+	changes []Change // oldest first, at most maxChanges
 }
 
-// handleReload serves POST /api/reload.
-func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
-	if s.reload == nil {
-		writeJSON(w, http.StatusNotImplemented, apiError{"this server was not started from a configuration file"})
-		return
+func (c *changeLog) add(ch Change) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.changes) == maxChanges {
+		c.changes = append(c.changes[:0], c.changes[1:]...)
 	}
-	s.log.Warn("admin: reload requested", "from", r.RemoteAddr)
-	if err := s.reload(); err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, apiError{err.Error()})
-		return
+	c.changes = append(c.changes, ch)
+}
+
+// list returns the changes, newest first.
+func (c *changeLog) list() []Change {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Change, len(c.changes))
+	for i, ch := range c.changes {
+		out[len(out)-1-i] = ch
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"result": "reloaded"})
+	return out
 }

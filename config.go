@@ -54,10 +54,19 @@ type Admin struct {
 	// Listen is the admin address; "" means 127.0.0.1:9900, "off"
 	// disables the admin listener.
 	Listen string `yaml:"listen"`
-	// Token is the bearer token the admin API requires. Required (at least
-	// 16 characters) when Listen is not a loopback address; "" on loopback
-	// means no token is asked.
+	// Token, when set, is required by everything the admin listener serves
+	// but /healthz: as a bearer token, or as the basic-auth password of
+	// the status page. Required (at least 16 characters) when Listen is
+	// not a loopback address; "" on loopback means no token is asked.
 	Token string `yaml:"token"`
+	// Names are host names, besides localhost and the listener's own IP
+	// addresses, by which clients reach the admin listener: a request
+	// whose Host is anything else is refused (DNS rebinding). Empty means
+	// none.
+	Names []string `yaml:"names"`
+	// Pprof serves Go's profiler at /debug/pprof/ (behind Token when set);
+	// false (the default) means not served.
+	Pprof bool `yaml:"pprof"`
 	// Certificates names the certificate set the admin listener serves
 	// HTTPS with when Listen is not a loopback address (it always is
 	// then); "" means the default set.

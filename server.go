@@ -5,10 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/admin"
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
@@ -24,12 +24,12 @@ type Server struct {
 	log       *slog.Logger
 	monitor   *health.Monitor
 	listeners []*listener
-	admin     *http.Server
-	adminLn   net.Listener
-	adminRaw  net.Listener            // adminLn's TCP socket (under TLS off loopback)
+	admin     *admin.Admin            // nil when admin.listen is off
+	adminRaw  net.Listener            // the admin listener's TCP socket (under TLS off loopback)
 	inherited map[string]net.Listener // sockets handed over at start, by address
 	wg        sync.WaitGroup
 	changes   changeLog
+	totals    listenerTotals  // the status's counters, kept across reloads
 	reload    func() error    // set by SetReloader
 	throttle  *proxy.Throttle // failed logins, shared by every frontend
 
@@ -148,13 +148,7 @@ func (s *Server) Start() {
 		s.serve(l)
 	}
 	if s.admin != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("admin listener stopped", "err", err)
-			}
-		}()
+		s.admin.Start()
 	}
 	for _, l := range s.snapshot() {
 		s.log.Info("listening", "listener", l.cfg.Name, "protocol", l.cfg.Protocol, "addrs", l.addrs(), "backends", l.cfg.Backends)
@@ -166,6 +160,7 @@ func (s *Server) serve(l *listener) {
 	ctx, stop := context.WithCancel(s.ctx)
 	l.stop = stop
 	l.watchCertificates(ctx)
+	s.totals.served(l)
 	for _, ln := range l.sockets {
 		s.wg.Add(1)
 		l.server.Go(ln, func(err error) {
@@ -210,8 +205,6 @@ func (s *Server) Close() error {
 	}
 	if s.admin != nil {
 		s.admin.Close()
-	} else if s.adminLn != nil {
-		s.adminLn.Close()
 	}
 	s.monitor.Close()
 	s.stop() // ends the drains of listeners a reload replaced
@@ -253,8 +246,8 @@ func (s *Server) Addrs() map[string][]string {
 
 // AdminAddr returns the admin listener's address, or "" when it is off.
 func (s *Server) AdminAddr() string {
-	if s.adminLn == nil {
+	if s.admin == nil {
 		return ""
 	}
-	return s.adminLn.Addr().String()
+	return s.admin.Addr().String()
 }

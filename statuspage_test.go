@@ -8,12 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,8 +58,21 @@ func hostileSMTP(t *testing.T) (ln net.Listener, speak func()) {
 // getPage fetches the admin listener's "/" with the query q and parses it.
 func getPage(t *testing.T, srv *Server, q string) (*http.Response, string, *html.Node) {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + srv.AdminAddr() + "/" + q)
+	return getPageAs(t, srv, q, "")
+}
+
+// getPageAs is getPage logged in as a browser does: the admin token as
+// the basic-auth password, when token is set.
+func getPageAs(t *testing.T, srv *Server, q, token string) (*http.Response, string, *html.Node) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+srv.AdminAddr()+"/"+q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.SetBasicAuth("operator", token)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +165,10 @@ listeners:
 	waitCheck(t, srv, "mail", "evil", false)
 	waitCheck(t, srv, "echo", "a", true)
 
-	resp, body, doc := getPage(t, srv, "?refresh=2")
+	if resp, _, _ := getPage(t, srv, ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET / without the token = %s, want 401", resp.Status)
+	}
+	resp, body, doc := getPageAs(t, srv, "?refresh=2", token)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET / = %s %q, want 200 text/html", resp.Status, resp.Header.Get("Content-Type"))
 	}
@@ -242,83 +256,6 @@ func textOf(n *html.Node) string {
 		b.WriteString(textOf(c))
 	}
 	return b.String()
-}
-
-func TestStatusPageRates(t *testing.T) {
-	a := echoServer(t, "a")
-	defer a.Close()
-	srv := startServer(t, fmt.Sprintf(`
-admin: {listen: "127.0.0.1:0"}
-log: {level: error}
-backends: {a: {address: %q}}
-listeners: [{name: echo, listen: "127.0.0.1:0", backends: [a]}]
-`, a.Addr()))
-	addr := srv.Addrs()["echo"][0]
-	page := &statusPage{srv: srv, sampler: newRateSampler(srv.listenerCounters, time.Hour)}
-	t0 := time.Now()
-	page.sampler.record(sample{at: t0, counts: srv.listenerCounters()})
-
-	// Three sessions reach a; one more finds no back-end (a is disabled).
-	for range 3 {
-		ask(t, addr, "hi")
-	}
-	srv.SetBackendState("a", proxy.Disabled)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	io.ReadAll(c) // gatehouse closes it: nothing to relay to
-	c.Close()
-	waitFor(t, func() bool { return srv.listenerCounters()["echo"].noBackend == 1 })
-	page.sampler.record(sample{at: t0.Add(2 * time.Second), counts: srv.listenerCounters()})
-
-	rec := httptest.NewRecorder()
-	page.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	doc, err := html.Parse(rec.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	row := findAll(doc, func(n *html.Node) bool { return n.Data == "tr" && attr(n, "data-listener") == "echo" })
-	if len(row) != 1 {
-		t.Fatal("no row for listener echo")
-	}
-	// 4 sessions in 2 s; 1 of 4 found no back-end.
-	if text := textOf(row[0]); !strings.Contains(text, "2.0/s") || !strings.Contains(text, "25.0 %") {
-		t.Errorf("echo's row %q: want 2.0/s and 25.0 %% errors", text)
-	}
-}
-
-func TestRateSampler(t *testing.T) {
-	r := newRateSampler(nil, time.Hour)
-	t0 := time.Now()
-	if len(r.rates()) != 0 {
-		t.Error("rates before any sample")
-	}
-	r.record(sample{at: t0, counts: map[string]counters{"smtp": {10, 1, 1}, "imap": {50, 0, 0}}})
-	if len(r.rates()) != 0 {
-		t.Error("rates from a single sample")
-	}
-	r.record(sample{at: t0.Add(5 * time.Second), counts: map[string]counters{
-		"smtp": {20, 1, 3},  // 10 sessions in 5 s, 2 without a back-end
-		"imap": {5, 0, 0},   // went back: replaced by a reload
-		"pop3": {100, 0, 0}, // new since the last sample
-	}})
-	got := r.rates()
-	if want := (rate{ok: true, sessions: 2, errors: 2, attempts: 10}); got["smtp"] != want {
-		t.Errorf("smtp: %+v, want %+v", got["smtp"], want)
-	}
-	if got["imap"].ok || got["pop3"].ok {
-		t.Errorf("rates for counters with no comparable sample: %+v", got)
-	}
-}
-
-func TestRefreshSeconds(t *testing.T) {
-	for q, want := range map[string]int{"": 5, "1": 1, "30": 30, "3600": 3600, "0": 5, "-2": 5, "3601": 5, "2s": 5} {
-		if got := refreshSeconds(q); got != want {
-			t.Errorf("refresh=%q: %d, want %d", q, got, want)
-		}
-	}
 }
 
 // samplerRunning reports whether a rate sampler goroutine exists.
@@ -566,32 +503,4 @@ listeners: [{name: echo, listen: "127.0.0.1:0", backends: [a, b], health: {probe
 	d.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}, nil)
 	waitEval(t, d, "document.documentElement.scrollWidth <= window.innerWidth", "true", 5*time.Second)
 	d.screenshot(filepath.Join(artifacts, "status-phone.png"))
-}
-
-// An https listener shows one column per Exchange service, so a server
-// whose OWA is down while its EWS is up reads as exactly that.
-func TestStatusPageColumnPerServiceCheck(t *testing.T) {
-	now := time.Now()
-	probed := now.Add(-time.Second)
-	st := Status{Listeners: []ListenerStatus{{
-		Name: "https", Protocol: "https",
-		Backends: []BackendStatus{{
-			Name: "ex1", Addr: "10.0.0.11:443", Admin: "enabled",
-			Checks: []CheckStatus{
-				{Check: "https/owa", Up: false, LastError: "http: status 503", LastProbe: probed, Since: probed},
-				{Check: "https/ews", Up: true, LastProbe: probed, Since: probed},
-			},
-		}},
-	}}}
-	d := buildPage(st, nil, now)
-	if want := []string{"https/owa", "https/ews"}; !slices.Equal(d.Columns, want) {
-		t.Fatalf("columns = %v, want %v", d.Columns, want)
-	}
-	cells := d.Backends[0].Cells
-	if cells[0].State != "down" || cells[1].State != "up" {
-		t.Errorf("cells = %+v", cells)
-	}
-	if !strings.Contains(cells[0].Title, "status 503") {
-		t.Errorf("the OWA cell's hover text lacks its error: %q", cells[0].Title)
-	}
 }

@@ -32,6 +32,11 @@ func validate(c *Config, d *decoder) {
 		}
 		checkCertificateRef(d, c, "admin.certificates", c.Admin.Certificates)
 	}
+	for i, name := range c.Admin.Names {
+		if name == "" || strings.ContainsAny(name, ":/[] ") {
+			d.problemAt(fmt.Sprintf("admin.names[%d]", i), "admin.names: %q is not a host name (no scheme, port or path)", name)
+		}
+	}
 	for _, name := range sortedBackendNames(c.Backends) {
 		validateBackend(d, name, c.Backends[name])
 	}

@@ -1,4 +1,4 @@
-package gatehouse
+package admin
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -24,8 +25,8 @@ import (
 //     the back-end's to choose, so it is hostile until escaped);
 //   - the page carries no script, and its Content-Security-Policy forbids
 //     any, so an escaping slip still cannot run code;
-//   - the rate sampler's goroutine is counted in Server.wg and ends with
-//     Server.ctx, so it never outlives Close.
+//   - the rate sampler's goroutine is counted in Admin.wg and ends with
+//     Admin.ctx, so it never outlives Close.
 
 //go:embed web/status.html
 var webFiles embed.FS
@@ -45,29 +46,23 @@ const sampleEvery = 5 * time.Second
 
 // statusPage serves the status page of one Server.
 type statusPage struct {
-	srv     *Server
+	srv     Server
+	log     *slog.Logger
 	sampler *rateSampler
 }
 
-// statusHandler returns the handler of the status page. Its rate sampler
-// waits, parked, until the first request and stops when the server closes.
-// It must be called while the server is built (before Close can run).
-func (s *Server) statusHandler() http.Handler {
-	p := &statusPage{srv: s, sampler: newRateSampler(s.listenerCounters, sampleEvery)}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		p.sampler.run(s.ctx)
-	}()
-	return p
+// newStatusPage returns the page and its rate sampler, which samples
+// every interval once the page is first asked for; its run is the
+// caller's to start.
+func newStatusPage(srv Server, log *slog.Logger, every time.Duration) *statusPage {
+	return &statusPage{srv: srv, log: log, sampler: newRateSampler(func() map[string]counters { return listenerCounters(srv) }, every)}
 }
 
 // listenerCounters reads every listener's session counters.
-func (s *Server) listenerCounters() map[string]counters {
+func listenerCounters(srv Server) map[string]counters {
 	m := map[string]counters{}
-	for _, l := range s.snapshot() {
-		accepted, refused := l.server.Stats()
-		m[l.cfg.Name] = counters{sessions: accepted, refused: refused, noBackend: l.noBackend()}
+	for _, l := range srv.Listeners() {
+		m[l.Name] = counters{sessions: l.Sessions, refused: l.Refused, noBackend: l.NoBackend}
 	}
 	return m
 }
@@ -76,11 +71,11 @@ func (s *Server) listenerCounters() map[string]counters {
 func (p *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.sampler.start()
 	now := time.Now()
-	data := buildPage(p.srv.Status(), p.sampler.rates(), now)
+	data := buildPage(Snapshot(p.srv), p.sampler.rates(), now)
 	data.Refresh = refreshSeconds(r.URL.Query().Get("refresh"))
 	var buf bytes.Buffer
 	if err := statusTemplate.Execute(&buf, data); err != nil {
-		p.srv.log.Error("status page", "err", err)
+		p.log.Error("status page", "err", err)
 		http.Error(w, "status page: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -342,8 +337,8 @@ func (r *rateSampler) record(s sample) {
 }
 
 // rates compares the last two samples. A listener missing from the
-// earlier one, or whose counters went back (a reload replaced it), has no
-// rate yet.
+// earlier one, or whose counters went back (another server's answer), has
+// no rate yet.
 func (r *rateSampler) rates() map[string]rate {
 	r.mu.Lock()
 	prev, last := r.prev, r.last
