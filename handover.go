@@ -51,10 +51,17 @@ func (s *Server) usesInherited(addr string) bool {
 	return false
 }
 
-// Sockets returns every listening socket with the address the
+// WithSockets calls f with every listening socket and the address the
 // configuration names it by, for a new binary to take over (package
-// upgrade). Port-0 addresses are left out: a new process binds its own.
-func (s *Server) Sockets() []upgrade.Socket {
+// upgrade); no reload closes one while f runs. Port-0 addresses are left
+// out: a new process binds its own.
+func (s *Server) WithSockets(f func([]upgrade.Socket) error) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return f(s.sockets())
+}
+
+func (s *Server) sockets() []upgrade.Socket {
 	var out []upgrade.Socket
 	for _, l := range s.snapshot() {
 		for i, addr := range l.cfg.Listen {

@@ -22,13 +22,13 @@ package upgrade
 
 import (
 	"bufio"
-	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -80,10 +80,15 @@ func Inherited() (map[string]net.Listener, func() error, error) {
 // Start runs exe with args as the new gatehouse, handing it sockets, and
 // returns once it is ready to serve. When it exits first, or is not ready
 // within timeout, it is killed and Start returns an error: the caller
-// keeps serving.
+// keeps serving. The sockets must stay open until Start returns.
+//
+// The process is started with syscall.ForkExec on the sockets' own
+// descriptors: os/exec would pass them through os.File.Fd, which puts the
+// open file description — shared with this process's listeners — into
+// blocking mode, and a listener in blocking mode can no longer be woken
+// from Accept (this process's Release would hang).
 func Start(exe string, args []string, sockets []Socket, timeout time.Duration) (*os.Process, error) {
-	files, names, err := socketFiles(sockets)
-	defer closeFiles(files)
+	fds, names, err := socketFDs(sockets)
 	if err != nil {
 		return nil, err
 	}
@@ -92,27 +97,35 @@ func Start(exe string, args []string, sockets []Socket, timeout time.Duration) (
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = append(files, w)
-	cmd.Env = append(os.Environ(), envSockets+"="+strings.Join(names, ","))
-	err = cmd.Start()
+	pid, err := forkExec(exe, args, append(fds, w.Fd()), envSockets+"="+strings.Join(names, ","))
 	w.Close() // the child holds its own copy
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: start %s: %w", exe, err)
 	}
-	if err := awaitReady(cmd, r, timeout); err != nil {
-		cmd.Process.Kill()
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { proc.Wait(); close(exited) }() // reaps it whenever it exits
+	if err := awaitReady(r, exited, timeout); err != nil {
+		proc.Kill()
 		return nil, err
 	}
-	go cmd.Wait() // reap it should it exit while this process still runs
-	return cmd.Process, nil
+	return proc, nil
+}
+
+// forkExec starts exe with standard input, output and error, then files
+// as descriptors 3, 4, … and env added to this process's environment.
+func forkExec(exe string, args []string, files []uintptr, env string) (int, error) {
+	return syscall.ForkExec(exe, append([]string{exe}, args...), &syscall.ProcAttr{
+		Env:   append(os.Environ(), env),
+		Files: append([]uintptr{0, 1, 2}, files...),
+	})
 }
 
 // awaitReady waits for the new process's "ready" line.
-func awaitReady(cmd *exec.Cmd, r *os.File, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+func awaitReady(r *os.File, exited <-chan struct{}, timeout time.Duration) error {
 	got := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(r).ReadString('\n')
@@ -127,38 +140,37 @@ func awaitReady(cmd *exec.Cmd, r *os.File, timeout time.Duration) error {
 			return fmt.Errorf("upgrade: the new process did not become ready (it exited or failed to start: see its log): %w", err)
 		}
 		return nil
-	case <-ctx.Done():
-		r.Close()
+	case <-exited:
+		return errors.New("upgrade: the new process exited before it was ready (see its log)")
+	case <-time.After(timeout):
 		return fmt.Errorf("upgrade: the new process was not ready within %s", timeout)
 	}
 }
 
-// socketFiles duplicates each socket's descriptor for the new process.
-func socketFiles(sockets []Socket) ([]*os.File, []string, error) {
-	var files []*os.File
+// socketFDs returns each socket's descriptor and name.
+func socketFDs(sockets []Socket) ([]uintptr, []string, error) {
+	var fds []uintptr
 	var names []string
 	for _, s := range sockets {
-		fl, ok := s.Listener.(interface{ File() (*os.File, error) })
-		if !ok {
-			return files, nil, fmt.Errorf("upgrade: socket %s cannot be handed over (%T)", s.Addr, s.Listener)
-		}
 		if strings.Contains(s.Addr, ",") {
-			return files, nil, fmt.Errorf("upgrade: address %q cannot be named", s.Addr)
+			return nil, nil, fmt.Errorf("upgrade: address %q cannot be named", s.Addr)
 		}
-		f, err := fl.File()
+		sc, ok := s.Listener.(syscall.Conn)
+		if !ok {
+			return nil, nil, fmt.Errorf("upgrade: socket %s cannot be handed over (%T)", s.Addr, s.Listener)
+		}
+		rc, err := sc.SyscallConn()
 		if err != nil {
-			return files, nil, fmt.Errorf("upgrade: socket %s: %w", s.Addr, err)
+			return nil, nil, fmt.Errorf("upgrade: socket %s: %w", s.Addr, err)
 		}
-		files = append(files, f)
+		var fd uintptr
+		if err := rc.Control(func(d uintptr) { fd = d }); err != nil {
+			return nil, nil, fmt.Errorf("upgrade: socket %s: %w", s.Addr, err)
+		}
+		fds = append(fds, fd)
 		names = append(names, s.Addr)
 	}
-	return files, names, nil
-}
-
-func closeFiles(fs []*os.File) {
-	for _, f := range fs {
-		f.Close()
-	}
+	return fds, names, nil
 }
 
 func closeAll(m map[string]net.Listener) {

@@ -60,7 +60,11 @@ func (r *runner) upgrade(srv *gatehouse.Server) bool {
 		return false
 	}
 	r.log.Info("upgrade: starting the new binary", "exe", exe)
-	proc, err := upgrade.Start(exe, os.Args[1:], srv.Sockets(), upgradeReadyTimeout)
+	var proc *os.Process
+	err = srv.WithSockets(func(sockets []upgrade.Socket) (err error) {
+		proc, err = upgrade.Start(exe, os.Args[1:], sockets, upgradeReadyTimeout)
+		return err
+	})
 	if err != nil {
 		r.log.Error("upgrade failed; this process keeps serving", "err", err)
 		return false

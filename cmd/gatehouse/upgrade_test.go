@@ -73,7 +73,18 @@ listeners:
 			syscall.Kill(pid, syscall.SIGTERM)
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Error("the old process ignored SIGTERM; its goroutines are in the log")
+			cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile.Name())
 			t.Logf("gatehouse's log:\n%s", b)
