@@ -80,7 +80,26 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 	if l.Name == "" {
 		d.problemAt(path, "listener has no name")
 	}
-	oneOf(d, path+".protocol", l.Protocol, Protocols...)
+	validateListen(d, l, path, ports)
+	if !slices.Contains(Protocols, l.Protocol) {
+		// Every other setting means something only for a protocol: one
+		// message for the root cause, none for what follows from it.
+		oneOf(d, path+".protocol", l.Protocol, Protocols...)
+		return
+	}
+	validatePool(d, c, l, path)
+	validateHealth(d, l.Health, path+".health")
+	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
+	validateTLS(d, c, l, path)
+	validateProtocol(d, c, l, path)
+	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
+		d.problemAt(path+".limits", "limits must not be negative")
+	}
+}
+
+// validateListen checks a listener's listen addresses, and that no other
+// listener binds them.
+func validateListen(d *decoder, l *Listener, path string, ports map[string][]bound) {
 	if len(l.Listen) == 0 {
 		d.problemAt(path, "listener %q has no listen address", l.Name)
 	}
@@ -93,14 +112,6 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 		if ok {
 			checkPortFree(d, ports, p, addr, port)
 		}
-	}
-	validatePool(d, c, l, path)
-	validateHealth(d, l.Health, path+".health")
-	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
-	validateTLS(d, c, l, path)
-	validateProtocol(d, c, l, path)
-	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
-		d.problemAt(path+".limits", "limits must not be negative")
 	}
 }
 
@@ -292,9 +303,11 @@ func checkHostPort(d *decoder, path, addr string) (string, bool) {
 	return port, true
 }
 
+// oneOf reports a value outside a closed set, naming its key.
 func oneOf(d *decoder, path, value string, allowed ...string) {
 	if !slices.Contains(allowed, value) {
-		d.problemAt(path, "unknown value %q (want one of: %s)", value, strings.Join(allowed, ", "))
+		key := path[strings.LastIndexAny(path, ".]")+1:]
+		d.problemAt(path, "%s: unknown value %q (want one of: %s)", key, value, strings.Join(allowed, ", "))
 	}
 }
 

@@ -5,7 +5,8 @@
 // Usage:
 //
 //	gatehouse run -config FILE       serve the configuration
-//	gatehouse validate -config FILE  check a configuration, print FILE:LINE:COL: problems
+//	gatehouse validate [-offline] FILE
+//	                                 check a configuration as run would, print FILE:LINE:COL: problems
 //	gatehouse reload [-pidfile F]    make a running gatehouse re-read its configuration
 //	gatehouse demo                   run gatehouse in front of built-in demo back-ends
 //	gatehouse probe [flags] URL      check one service once (Nagios/JSON output)
@@ -62,7 +63,9 @@ func run(args []string) int {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   gatehouse run -config FILE       serve the configuration
-  gatehouse validate -config FILE  check a configuration
+  gatehouse validate [-offline] FILE
+                                   check a configuration as run would (also -config FILE);
+                                   -offline: the file alone, no certificate/map files, no DNS
   gatehouse reload [-pidfile FILE | -admin ADDR]
                                    make a running gatehouse re-read its configuration
   gatehouse demo                   run in front of built-in demo back-ends

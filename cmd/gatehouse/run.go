@@ -22,11 +22,12 @@ func cmdRun(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := gatehouse.LoadConfig(*path)
+	cfg, warnings, err := gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	logWarnings(gatehouse.NewLogger(cfg.Log, os.Stderr), warnings)
 	if *pidFile != "" {
 		if err := os.WriteFile(*pidFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "pidfile:", err)
@@ -82,7 +83,8 @@ func serve(cfg *gatehouse.Config, path string, ready func(*gatehouse.Server)) in
 // file is refused with every problem logged, and the running
 // configuration stays.
 func reloadFile(srv *gatehouse.Server, path string, log *slog.Logger) error {
-	cfg, err := gatehouse.LoadConfig(path)
+	cfg, warnings, err := gatehouse.Load(context.Background(), path, gatehouse.CheckOptions{})
+	logWarnings(log, warnings)
 	if err != nil {
 		var ps gatehouse.Problems
 		if errors.As(err, &ps) {
@@ -101,15 +103,40 @@ func reloadFile(srv *gatehouse.Server, path string, log *slog.Logger) error {
 	return nil
 }
 
-// cmdValidate checks a configuration: exit 0, or 1 with one
-// FILE:LINE:COL: message line per problem.
+// logWarnings logs what the checker found worth a warning.
+func logWarnings(log *slog.Logger, warnings gatehouse.Problems) {
+	for _, w := range warnings {
+		log.Warn("configuration: "+w.Msg, "at", fmt.Sprintf("%s:%d:%d", w.File, w.Line, w.Col))
+	}
+}
+
+// cmdValidate checks a configuration with the checks `run` runs before it
+// binds: exit 0, or 1 with one FILE:LINE:COL: message line per problem.
+// Warnings are printed the same way and do not change the exit code.
 func cmdValidate(args []string) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	path := fs.String("config", "/etc/gatehouse/gatehouse.yaml", "configuration file")
+	path := fs.String("config", "/etc/gatehouse/gatehouse.yaml", "configuration file (or give it as the argument)")
+	offline := fs.Bool("offline", false, "check the file alone: no certificate, key, map or CA file, no DNS")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := gatehouse.LoadConfig(*path); err != nil {
+	if rest := fs.Args(); len(rest) > 0 { // validate FILE, flags before or after it
+		if err := fs.Parse(rest[1:]); err != nil {
+			return 2
+		}
+		configSet := false
+		fs.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "config" })
+		if configSet || fs.NArg() > 0 {
+			fmt.Fprintln(os.Stderr, "usage: gatehouse validate [-offline] FILE (or -config FILE): one file")
+			return 2
+		}
+		*path = rest[0]
+	}
+	_, warnings, err := gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{Offline: *offline})
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, w.Error())
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
