@@ -72,10 +72,11 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 // decoder decodes a YAML node tree into the config structs strictly,
 // recording where every value stands so validation can point at it.
 type decoder struct {
-	file   string
-	probs  Problems
-	nodes  map[string]*yaml.Node // config path ("listeners[0].port") → node
-	broken []string              // paths of the values and keys decoding refused
+	file    string
+	probs   Problems
+	nodes   map[string]*yaml.Node // config path ("listeners[0].port") → node
+	broken  []string              // paths of the values decoding refused
+	unknown []string              // paths of the keys decoding did not know
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
@@ -97,11 +98,19 @@ func (d *decoder) refuse(n *yaml.Node, path, format string, args ...any) {
 }
 
 // explained reports whether a problem at path would only repeat one that
-// decoding reported: the refused value itself, anything inside it, the
-// mapping holding it (a misspelt "listen" leaves a listener without its
-// address) and its siblings (a refused interval, defaulted, is no ground
-// to blame the timeout). One root cause, one message.
+// decoding reported: about the mapping holding an unknown key or a value
+// it does not set (a misspelt "listen" leaves a listener without its
+// address, and its back-end port without a default); about a refused value,
+// anything inside it, the mapping holding it and its siblings (a refused
+// interval, defaulted, is no ground to blame the timeout). One root cause,
+// one message; the other problems of the mapping are still reported.
 func (d *decoder) explained(path string) bool {
+	for _, u := range d.unknown {
+		_, set := d.nodes[path]
+		if path == parent(u) || parent(path) == parent(u) && !set {
+			return true
+		}
+	}
 	for _, b := range d.broken {
 		if path == b || strings.HasPrefix(path, b+".") || strings.HasPrefix(path, b+"[") ||
 			path == parent(b) || parent(path) == parent(b) {
@@ -125,6 +134,18 @@ func (d *decoder) problemAt(path, format string, args ...any) {
 	if !d.explained(path) {
 		d.problem(nodeAt(d.nodes, path), format, args...)
 	}
+}
+
+// problemIn reports err, found in the mapping at path, at the key the
+// message starts with ("mode: ..." or `mode "x": ...`) when the file sets
+// it, else at the mapping.
+func (d *decoder) problemIn(path string, err error, format string, args ...any) {
+	key, _, _ := strings.Cut(err.Error(), ":")
+	key, _, _ = strings.Cut(key, " ")
+	if _, ok := d.nodes[path+"."+key]; ok && key != "" {
+		path += "." + key
+	}
+	d.problemAt(path, format, args...)
 }
 
 // nodeAt returns the node of a config path, or of the nearest enclosing
@@ -180,7 +201,8 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		p := join(path, key.Value)
 		idx, ok := fields[key.Value]
 		if !ok {
-			d.refuse(key, p, "unknown key %q in %s (known: %s)", key.Value, describe(path), strings.Join(sortedKeys(fields), ", "))
+			d.problem(key, "unknown key %q in %s (%s)", key.Value, describe(path), suggest(key.Value, fields))
+			d.unknown = append(d.unknown, p)
 			continue
 		}
 		if d.twice(key, p) {
@@ -232,7 +254,7 @@ func (d *decoder) decodeStringList(n *yaml.Node, v reflect.Value, path string) {
 // in one mapping (the YAML library keeps the last silently).
 func (d *decoder) twice(key *yaml.Node, path string) bool {
 	if first, ok := d.nodes[path+"#key"]; ok {
-		d.refuse(key, path, "%s given twice (first on line %d)", key.Value, first.Line)
+		d.problem(key, "%s given twice (first on line %d)", key.Value, first.Line)
 		return true
 	}
 	d.nodes[path+"#key"] = key
@@ -268,6 +290,42 @@ func yamlFields(t reflect.Type) map[string]int {
 		}
 	}
 	return m
+}
+
+// suggest names the known key a misspelt one probably meant, or lists
+// them all.
+func suggest(key string, fields map[string]int) string {
+	best, dist := "", 3 // farther than 2 edits is not a misspelling
+	for _, k := range sortedKeys(fields) {
+		if d := editDistance(key, k); d < dist && len(k) > 2 {
+			best, dist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("did you mean %q?", best)
+	}
+	return "known: " + strings.Join(sortedKeys(fields), ", ")
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -37,7 +37,7 @@ func validate(c *Config, d *decoder) {
 	}
 	for name, set := range c.Certificates {
 		if err := set.Validate(); err != nil {
-			d.problemAt("certificates."+name, "certificates %q: %v", name, err)
+			d.problemIn("certificates."+name, err, "certificates %q: %v", name, err)
 		}
 	}
 	for j, addr := range c.HTTP.Listen {
@@ -177,12 +177,12 @@ func validateProxyProtocol(d *decoder, pp ProxyProtocol, path string) {
 // validateTLS checks a listener's TLS towards clients and back-ends.
 func validateTLS(d *decoder, c *Config, l *Listener, path string) {
 	if err := l.TLS.Validate(); err != nil {
-		d.problemAt(path+".tls", "%v", err)
+		d.problemIn(path+".tls", err, "tls: %v", err)
 	} else if l.TLS.TLS() {
 		checkCertificateRef(d, c, path+".tls.certificates", l.TLS.Certificates)
 	}
 	if err := l.BackendTLS.Validate(); err != nil {
-		d.problemAt(path+".backend_tls", "%v", err)
+		d.problemIn(path+".backend_tls", err, "backend_tls: %v", err)
 	}
 	if l.Protocol == "tcp" && (l.TLS.Mode == tls.ModeStartTLS || l.BackendTLS.Mode == tls.ModeStartTLS) {
 		d.problemAt(path+".tls", "protocol tcp does not read the stream, so it cannot do STARTTLS: use implicit/tls or a mail protocol")
@@ -199,7 +199,7 @@ func validateProtocol(d *decoder, c *Config, l *Listener, path string) {
 		}
 		if used {
 			if err := v.Validate(); err != nil {
-				d.problemAt(path+"."+key, "%s: %v", key, err)
+				d.problemIn(path+"."+key, err, "%s: %v", key, err)
 			}
 		}
 	}

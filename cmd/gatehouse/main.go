@@ -39,7 +39,7 @@ func run(args []string) int {
 	case "run":
 		return cmdRun(args[1:])
 	case "validate":
-		return cmdValidate(args[1:])
+		return cmdValidate(args[1:], os.Stdout, os.Stderr)
 	case "demo":
 		return cmdDemo(args[1:])
 	case "probe":

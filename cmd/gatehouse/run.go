@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -113,8 +114,9 @@ func logWarnings(log *slog.Logger, warnings gatehouse.Problems) {
 // cmdValidate checks a configuration with the checks `run` runs before it
 // binds: exit 0, or 1 with one FILE:LINE:COL: message line per problem.
 // Warnings are printed the same way and do not change the exit code.
-func cmdValidate(args []string) int {
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/gatehouse/gatehouse.yaml", "configuration file (or give it as the argument)")
 	offline := fs.Bool("offline", false, "check the file alone: no certificate, key, map or CA file, no DNS")
 	if err := fs.Parse(args); err != nil {
@@ -127,19 +129,19 @@ func cmdValidate(args []string) int {
 		configSet := false
 		fs.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "config" })
 		if configSet || fs.NArg() > 0 {
-			fmt.Fprintln(os.Stderr, "usage: gatehouse validate [-offline] FILE (or -config FILE): one file")
+			fmt.Fprintln(stderr, "usage: gatehouse validate [-offline] FILE (or -config FILE): one file")
 			return 2
 		}
 		*path = rest[0]
 	}
 	_, warnings, err := gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{Offline: *offline})
 	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, w.Error())
+		fmt.Fprintln(stderr, w.Error())
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Printf("%s: ok\n", *path)
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0
 }
