@@ -197,32 +197,40 @@ func TestCheckWarnsOfTLSModeUnusualForPort(t *testing.T) {
 	cfg, err := ParseConfig("x.yaml", []byte(`admin: {listen: "off"}
 backends: {a: {address: 127.0.0.1}}
 listeners:
-  - name: imaps
+  - name: implicit-ports
     protocol: imap
-    listen: 0.0.0.0:993
+    listen: [127.0.0.1:465, 127.0.0.1:993, 127.0.0.1:995]
+    port: 1
     backends: [a]
     tls: {mode: starttls}
-  - name: smtp
+  - name: plain-ports
     protocol: smtp
-    listen: 0.0.0.0:25
+    listen: [127.0.0.1:25, 127.0.0.1:587, 127.0.0.1:110, 127.0.0.1:143]
+    port: 1
     backends: [a]
     tls: {mode: implicit}
-  - name: submission
+  - name: usual
     protocol: smtp
-    listen: 0.0.0.0:587
+    listen: [127.0.0.2:465, 127.0.0.2:993]
+    port: 1
     backends: [a]
-    tls: {mode: starttls}
+    tls: {mode: implicit}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	errs, warnings := cfg.Check(t.Context(), CheckOptions{Offline: true})
-	if len(errs) != 0 || len(warnings) != 2 {
-		t.Fatalf("errors %v, warnings:\n%v\nwant two warnings", errs, warnings)
+	if len(errs) != 0 || len(warnings) != 7 {
+		t.Fatalf("errors %v, warnings:\n%v\nwant seven warnings", errs, warnings)
 	}
 	for _, want := range []string{
-		"x.yaml:8:17: warning: tls: starttls on port 993, where IMAP clients start TLS with the first byte",
-		"x.yaml:13:17: warning: tls: implicit on port 25, where SMTP clients start in plaintext",
+		"x.yaml:9:17: warning: tls: starttls on port 465, where SMTP submission clients start TLS with the first byte",
+		"x.yaml:9:17: warning: tls: starttls on port 993, where IMAP clients",
+		"x.yaml:9:17: warning: tls: starttls on port 995, where POP3 clients",
+		"x.yaml:15:17: warning: tls: implicit on port 25, where SMTP clients start in plaintext",
+		"x.yaml:15:17: warning: tls: implicit on port 587, where SMTP submission clients",
+		"x.yaml:15:17: warning: tls: implicit on port 110, where POP3 clients",
+		"x.yaml:15:17: warning: tls: implicit on port 143, where IMAP clients",
 	} {
 		if !strings.Contains(warnings.Error(), want) {
 			t.Errorf("warnings lack %q:\n%v", want, warnings)
@@ -320,6 +328,52 @@ listeners:
 	if len(warnings) != 3 {
 		t.Errorf("want a warning for each name:\n%v", warnings)
 	}
+}
+
+// Names are looked up in parallel: six names that each take a second to
+// answer all resolve within a three-second bound, which one after the
+// other they could not.
+func TestCheckLooksUpNamesInParallel(t *testing.T) {
+	var yaml strings.Builder
+	yaml.WriteString("admin: {listen: \"off\"}\nbackends:\n")
+	var names []string
+	for i := range 6 {
+		fmt.Fprintf(&yaml, "  b%d: {address: slow%d.test}\n", i, i)
+		names = append(names, fmt.Sprintf("b%d", i))
+	}
+	fmt.Fprintf(&yaml, "listeners:\n  - {name: l, listen: 127.0.0.1:0, port: 1, backends: [%s]}\n", strings.Join(names, ", "))
+	cfg, err := ParseConfig("x.yaml", []byte(yaml.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := slowDNSServer(t, time.Second)
+	_, warnings := cfg.Check(t.Context(), CheckOptions{Resolver: resolverAt(addr), ResolveTimeout: 3 * time.Second})
+	if len(warnings) != 0 {
+		t.Errorf("names that answer within the bound, looked up in parallel, warned:\n%v", warnings)
+	}
+}
+
+// slowDNSServer answers every A query with 127.0.0.1 and every other
+// with no record, each after delay.
+func slowDNSServer(t *testing.T, delay time.Duration) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		time.Sleep(delay)
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(q.Question[0].Name + " 60 IN A 127.0.0.1")
+			m.Answer = append(m.Answer, rr)
+		}
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
 }
 
 // Load refuses a file whose certificate is missing with a Problems, and
