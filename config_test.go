@@ -2,6 +2,7 @@ package gatehouse
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -184,6 +185,18 @@ func TestParseConfigIndentationErrorAtItsLine(t *testing.T) {
 			wantProblems(t, err, tt.want)
 		})
 	}
+}
+
+// A long file is bisected rather than scanned, and finds the same line.
+func TestParseConfigIndentationErrorInALongFile(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("backends:\n")
+	for i := range 1500 {
+		fmt.Fprintf(&b, "  b%d: {address: 127.0.0.1}\n", i)
+	}
+	b.WriteString("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n   backends: [b1]\n")
+	_, err := ParseConfig("gh.yaml", []byte(b.String()))
+	wantProblems(t, err, "gh.yaml:1505:4: did not find expected '-' indicator")
 }
 
 // wantProblems checks that err is a Problems with exactly one problem per

@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"bytes"
 	"fmt"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -38,11 +39,21 @@ func (d *decoder) syntaxProblem(data []byte, err error) Problem {
 
 // firstBrokenLine returns the 1-based line after the longest prefix of
 // lines that parses, or 0 when the whole file does. Parsing a few hundred
-// lines is fast enough to try each prefix; it is done only on error.
+// lines is fast enough to try each prefix; it is done only on error. A
+// longer file is bisected instead, for the first prefix that fails.
 func firstBrokenLine(lines [][]byte) int {
-	for n := len(lines); n > 0; n-- {
+	parses := func(n int) bool {
 		var node yaml.Node
-		if yaml.Unmarshal(bytes.Join(lines[:n], nil), &node) == nil {
+		return yaml.Unmarshal(bytes.Join(lines[:n], nil), &node) == nil
+	}
+	if len(lines) > maxPrefixScan {
+		if n := sort.Search(len(lines)+1, func(n int) bool { return !parses(n) }); n <= len(lines) {
+			return n
+		}
+		return 0
+	}
+	for n := len(lines); n > 0; n-- {
+		if parses(n) {
 			if n == len(lines) {
 				return 0
 			}
@@ -51,6 +62,9 @@ func firstBrokenLine(lines [][]byte) int {
 	}
 	return 1
 }
+
+// maxPrefixScan is the longest file whose every prefix is parsed.
+const maxPrefixScan = 1000
 
 // explainSyntax adds what the parser's message means for the usual
 // mistakes: tabs, and a line that does not line up with its neighbours.
