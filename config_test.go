@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -215,4 +216,35 @@ func wantProblems(t *testing.T, err error, want ...string) {
 			t.Errorf("no problem contains %q:\n%v", w, err)
 		}
 	}
+}
+
+// Whatever the bytes, ParseConfig returns a Config or problems that each
+// have a line and a column, and never panics: validation now runs on what
+// a broken file leaves half decoded.
+func FuzzParseConfig(f *testing.F) {
+	for _, name := range []string{"examples/demo.yaml", "examples/exchange.yaml", "examples/postfix-dovecot.yaml"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(goodConfig))
+	f.Add([]byte("listeners: [{name: l, listen: {a: 1}, backends: 7, health: [], tls: x, timeouts: {idle: []}}]\n"))
+	f.Add([]byte("backends: {a: []}\ncertificates: {default: [1]}\nlisteners:\n  - https: {services: 3}\n    protocol: https\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("f.yaml", data)
+		var ps Problems
+		switch {
+		case err == nil && cfg == nil:
+			t.Fatal("no Config and no error")
+		case err != nil && !errors.As(err, &ps):
+			t.Fatalf("err %v is not Problems", err)
+		}
+		for _, p := range ps {
+			if p.Line < 1 || p.Col < 1 {
+				t.Errorf("problem without a position: %+v", p)
+			}
+		}
+	})
 }

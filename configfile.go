@@ -272,7 +272,7 @@ func (d *decoder) decodeDuration(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
-		d.refuse(n, path, "want a single %s value here", kindName(v.Kind()))
+		d.refuse(n, path, "want a single value here (%s), not a list or mapping", kindName(v.Kind()))
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
