@@ -89,7 +89,7 @@ func (d *decoder) problem(n *yaml.Node, format string, args ...any) {
 	d.probs = append(d.probs, p)
 }
 
-// refuse reports a value (or key) at path that cannot be decoded. The
+// refuse reports a value at path that cannot be decoded. The
 // field keeps its zero value, so validation must not judge it or what
 // depends on it: see explained.
 func (d *decoder) refuse(n *yaml.Node, path, format string, args ...any) {

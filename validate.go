@@ -35,8 +35,8 @@ func validate(c *Config, d *decoder) {
 	for _, name := range sortedBackendNames(c.Backends) {
 		validateBackend(d, name, c.Backends[name])
 	}
-	for name, set := range c.Certificates {
-		if err := set.Validate(); err != nil {
+	for _, name := range sortedServiceNames(c.Certificates) {
+		if err := c.Certificates[name].Validate(); err != nil {
 			d.problemIn("certificates."+name, err, "certificates %q: %v", name, err)
 		}
 	}
