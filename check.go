@@ -58,11 +58,7 @@ type source struct {
 // then Check's. It returns the Config and the warnings; its error, if
 // any, is a Problems listing every problem found, or a read error.
 func Load(ctx context.Context, path string, opts CheckOptions) (*Config, Problems, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read config: %w", err)
-	}
-	cfg, err := ParseConfig(path, data)
+	cfg, err := parseFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -76,11 +72,7 @@ func Load(ctx context.Context, path string, opts CheckOptions) (*Config, Problem
 // LoadConfig is Load without the warnings (and so without DNS lookups):
 // it refuses what `gatehouse run` refuses.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	cfg, err := ParseConfig(path, data)
+	cfg, err := parseFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +80,15 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// parseFile reads a configuration file and parses it.
+func parseFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
 }
 
 // Check runs the checks that need more than the configuration's text.
