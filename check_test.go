@@ -330,14 +330,14 @@ listeners:
 	}
 }
 
-// Names are looked up in parallel: six names that each take a second to
-// answer all resolve within a three-second bound, which one after the
-// other they could not.
+// Names are looked up in parallel: eight names that each take half a
+// second to answer all resolve within a three-second bound, which one
+// after the other they could not.
 func TestCheckLooksUpNamesInParallel(t *testing.T) {
 	var yaml strings.Builder
 	yaml.WriteString("admin: {listen: \"off\"}\nbackends:\n")
 	var names []string
-	for i := range 6 {
+	for i := range 8 {
 		fmt.Fprintf(&yaml, "  b%d: {address: slow%d.test}\n", i, i)
 		names = append(names, fmt.Sprintf("b%d", i))
 	}
@@ -346,7 +346,7 @@ func TestCheckLooksUpNamesInParallel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := slowDNSServer(t, time.Second)
+	addr := slowDNSServer(t, 500*time.Millisecond)
 	_, warnings := cfg.Check(t.Context(), CheckOptions{Resolver: resolverAt(addr), ResolveTimeout: 3 * time.Second})
 	if len(warnings) != 0 {
 		t.Errorf("names that answer within the bound, looked up in parallel, warned:\n%v", warnings)
