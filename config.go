@@ -47,6 +47,11 @@ type Config struct {
 	Backends map[string]Backend `yaml:"backends"`
 	// Listeners are the ports gatehouse owns.
 	Listeners []Listener `yaml:"listeners"`
+
+	// src is where each value stands in the file it was parsed from, so
+	// that Check names the line of a missing file; nil for a Config built
+	// in code.
+	src *source
 }
 
 // Admin configures the admin listener.

@@ -2,6 +2,8 @@ package gatehouse
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -79,9 +81,9 @@ func TestParseConfigErrorsHaveLineAndColumn(t *testing.T) {
 		{"bad weight type", "backends:\n  a: {address: 127.0.0.1, weight: heavy}\nlisteners:\n  - {name: l, listen: '127.0.0.1:1', backends: [a]}\n",
 			`2:35: bad value "heavy": want a whole number`},
 		{"unknown balance", base + "  - name: l\n    listen: 127.0.0.1:1\n    backends: [a]\n    balance: random\n",
-			`7:14: unknown value "random"`},
+			`7:14: balance: unknown value "random"`},
 		{"unknown probe", base + "  - name: l\n    listen: 127.0.0.1:1\n    backends: [a]\n    health: {probe: ping}\n",
-			`7:21: unknown value "ping"`},
+			`7:21: probe: unknown value "ping"`},
 		{"bad listen address", base + "  - {name: l, listen: 'mail:25', backends: [a]}\n",
 			`4:23: bad listen address "mail:25"`},
 		{"bad trusted cidr", base + "  - name: l\n    listen: 127.0.0.1:1\n    backends: [a]\n    proxy_protocol: {trusted: [10.0.0.0/33]}\n",
@@ -90,6 +92,8 @@ func TestParseConfigErrorsHaveLineAndColumn(t *testing.T) {
 			`5:12: listener name "l" used twice`},
 		{"yaml syntax", "backends: [\n", `1:1: did not find expected node content`},
 		{"mapping expected", "backends:\n  a: 127.0.0.1\nlisteners: []\n", `2:6: backends.a must be a mapping`},
+		{"key twice", base + "  - name: l\n    listen: 127.0.0.1:1\n    backends: [a]\n    listen: 127.0.0.1:2\n",
+			`7:5: listen given twice (first on line 5)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,6 +109,8 @@ func TestParseConfigErrorsHaveLineAndColumn(t *testing.T) {
 	}
 }
 
+// A misspelt key, a value of the wrong type and a reference to nothing
+// are three problems, reported together: the misspelling hides neither.
 func TestParseConfigReportsEveryProblemAtOnce(t *testing.T) {
 	_, err := ParseConfig("gh.yaml", []byte(`
 backends:
@@ -112,8 +118,133 @@ backends:
 listeners:
   - {name: l, listen: '127.0.0.1:1', backends: [b], timeouts: {idle: forever}}
 `))
-	var ps Problems
-	if !errors.As(err, &ps) || len(ps) != 2 {
-		t.Fatalf("want 2 problems (decode stage), got %v", err)
+	wantProblems(t, err,
+		`gh.yaml:3:27: unknown key "wieght"`,
+		`gh.yaml:5:70: bad duration "forever"`,
+		`gh.yaml:5:49: unknown back-end "b"`)
+}
+
+// A typo in one listener's key is reported, and so is another listener's
+// problem; what the typo explains (the listener then lacks its listen
+// address) is not reported a second time.
+func TestParseConfigTypoDoesNotHideOtherProblems(t *testing.T) {
+	_, err := ParseConfig("gh.yaml", []byte(`backends: {a: {address: 127.0.0.1}}
+listeners:
+  - name: l
+    lisen: 127.0.0.1:1
+    backends: [a]
+  - name: m
+    listen: 127.0.0.1:2
+    backends: [a]
+    balance: random
+`))
+	wantProblems(t, err,
+		`gh.yaml:4:5: unknown key "lisen"`,
+		`gh.yaml:9:14: balance: unknown value "random"`)
+}
+
+// A wrong protocol is one message naming the key, not a cascade about
+// the affinity, the probe or the options that the protocol would have
+// made right.
+func TestParseConfigWrongProtocolIsOneMessage(t *testing.T) {
+	_, err := ParseConfig("gh.yaml", []byte(`backends: {a: {address: 127.0.0.1}}
+listeners:
+  - name: l
+    protocol: smtps
+    listen: 127.0.0.1:1
+    backends: [a]
+    tls: {mode: starttls}
+    smtp: {mode: relay}
+    health: {interval: 5s}
+`))
+	wantProblems(t, err, `gh.yaml:4:15: protocol: unknown value "smtps" (want one of: tcp, smtp, pop3, imap, https)`)
+}
+
+// An indentation error is reported at the line that breaks the file and
+// the column where its text starts, not where the YAML parser's context
+// began (often line 1).
+func TestParseConfigIndentationErrorAtItsLine(t *testing.T) {
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"key indented less than its siblings",
+			"backends: {a: {address: 127.0.0.1}}\nlisteners:\n  - name: l\n    listen: 127.0.0.1:1\n   backends: [a]\n",
+			"gh.yaml:5:4: did not find expected '-' indicator: check this line's indentation"},
+		{"key indented more than its siblings",
+			"backends: {a: {address: 127.0.0.1}}\nlisteners:\n  - name: l\n    listen: 127.0.0.1:1\n      backends: [a]\n",
+			"gh.yaml:5:7: mapping values are not allowed in this context: check this line's indentation"},
+		{"section indented by one",
+			"backends:\n  a: {address: 127.0.0.1}\n listeners:\n  - {name: l, listen: '127.0.0.1:1', backends: [a]}\n",
+			"gh.yaml:3:2: did not find expected key: check this line's indentation"},
+		{"key at a list item's level",
+			"backends: {a: {address: 127.0.0.1}}\nlisteners:\n  - name: l\n    listen: 127.0.0.1:1\n  backends: [a]\n",
+			"gh.yaml:5:3: did not find expected '-' indicator: check this line's indentation"},
+		{"tab",
+			"backends: {a: {address: 127.0.0.1}}\nlisteners:\n  - name: l\n\tlisten: 127.0.0.1:1\n",
+			"gh.yaml:4:1: a tab in the indentation: YAML indents with spaces only"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("gh.yaml", []byte(tt.yaml))
+			wantProblems(t, err, tt.want)
+		})
 	}
+}
+
+// A long file is bisected rather than scanned, and finds the same line.
+func TestParseConfigIndentationErrorInALongFile(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("backends:\n")
+	for i := range 1500 {
+		fmt.Fprintf(&b, "  b%d: {address: 127.0.0.1}\n", i)
+	}
+	b.WriteString("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n   backends: [b1]\n")
+	_, err := ParseConfig("gh.yaml", []byte(b.String()))
+	wantProblems(t, err, "gh.yaml:1505:4: did not find expected '-' indicator")
+}
+
+// wantProblems checks that err is a Problems with exactly one problem per
+// want, each containing its want.
+func wantProblems(t *testing.T, err error, want ...string) {
+	t.Helper()
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v, want Problems", err)
+	}
+	if len(ps) != len(want) {
+		t.Errorf("%d problems, want %d:\n%v", len(ps), len(want), err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("no problem contains %q:\n%v", w, err)
+		}
+	}
+}
+
+// Whatever the bytes, ParseConfig returns a Config or problems that each
+// have a line and a column, and never panics: validation now runs on what
+// a broken file leaves half decoded.
+func FuzzParseConfig(f *testing.F) {
+	for _, name := range []string{"examples/demo.yaml", "examples/exchange.yaml", "examples/postfix-dovecot.yaml"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(goodConfig))
+	f.Add([]byte("listeners: [{name: l, listen: {a: 1}, backends: 7, health: [], tls: x, timeouts: {idle: []}}]\n"))
+	f.Add([]byte("backends: {a: []}\ncertificates: {default: [1]}\nlisteners:\n  - https: {services: 3}\n    protocol: https\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("f.yaml", data)
+		var ps Problems
+		switch {
+		case err == nil && cfg == nil:
+			t.Fatal("no Config and no error")
+		case err != nil && !errors.As(err, &ps):
+			t.Fatalf("err %v is not Problems", err)
+		}
+		for _, p := range ps {
+			if p.Line < 1 || p.Col < 1 {
+				t.Errorf("problem without a position: %+v", p)
+			}
+		}
+	})
 }

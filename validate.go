@@ -40,9 +40,9 @@ func validate(c *Config, d *decoder) {
 	for _, name := range sortedBackendNames(c.Backends) {
 		validateBackend(d, name, c.Backends[name])
 	}
-	for name, set := range c.Certificates {
-		if err := set.Validate(); err != nil {
-			d.problemAt("certificates."+name, "certificates %q: %v", name, err)
+	for _, name := range sortedServiceNames(c.Certificates) {
+		if err := c.Certificates[name].Validate(); err != nil {
+			d.problemIn("certificates."+name, err, "certificates %q: %v", name, err)
 		}
 	}
 	for j, addr := range c.HTTP.Listen {
@@ -85,7 +85,26 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 	if l.Name == "" {
 		d.problemAt(path, "listener has no name")
 	}
-	oneOf(d, path+".protocol", l.Protocol, Protocols...)
+	validateListen(d, l, path, ports)
+	if !slices.Contains(Protocols, l.Protocol) {
+		// Every other setting means something only for a protocol: one
+		// message for the root cause, none for what follows from it.
+		oneOf(d, path+".protocol", l.Protocol, Protocols...)
+		return
+	}
+	validatePool(d, c, l, path)
+	validateHealth(d, l.Health, path+".health")
+	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
+	validateTLS(d, c, l, path)
+	validateProtocol(d, c, l, path)
+	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
+		d.problemAt(path+".limits", "limits must not be negative")
+	}
+}
+
+// validateListen checks a listener's listen addresses, and that no other
+// listener binds them.
+func validateListen(d *decoder, l *Listener, path string, ports map[string][]bound) {
 	if len(l.Listen) == 0 {
 		d.problemAt(path, "listener %q has no listen address", l.Name)
 	}
@@ -98,14 +117,6 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 		if ok {
 			checkPortFree(d, ports, p, addr, port)
 		}
-	}
-	validatePool(d, c, l, path)
-	validateHealth(d, l.Health, path+".health")
-	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
-	validateTLS(d, c, l, path)
-	validateProtocol(d, c, l, path)
-	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
-		d.problemAt(path+".limits", "limits must not be negative")
 	}
 }
 
@@ -171,12 +182,12 @@ func validateProxyProtocol(d *decoder, pp ProxyProtocol, path string) {
 // validateTLS checks a listener's TLS towards clients and back-ends.
 func validateTLS(d *decoder, c *Config, l *Listener, path string) {
 	if err := l.TLS.Validate(); err != nil {
-		d.problemAt(path+".tls", "%v", err)
+		d.problemIn(path+".tls", err, "tls: %v", err)
 	} else if l.TLS.TLS() {
 		checkCertificateRef(d, c, path+".tls.certificates", l.TLS.Certificates)
 	}
 	if err := l.BackendTLS.Validate(); err != nil {
-		d.problemAt(path+".backend_tls", "%v", err)
+		d.problemIn(path+".backend_tls", err, "backend_tls: %v", err)
 	}
 	if l.Protocol == "tcp" && (l.TLS.Mode == tls.ModeStartTLS || l.BackendTLS.Mode == tls.ModeStartTLS) {
 		d.problemAt(path+".tls", "protocol tcp does not read the stream, so it cannot do STARTTLS: use implicit/tls or a mail protocol")
@@ -193,7 +204,7 @@ func validateProtocol(d *decoder, c *Config, l *Listener, path string) {
 		}
 		if used {
 			if err := v.Validate(); err != nil {
-				d.problemAt(path+"."+key, "%s: %v", key, err)
+				d.problemIn(path+"."+key, err, "%s: %v", key, err)
 			}
 		}
 	}
@@ -297,9 +308,11 @@ func checkHostPort(d *decoder, path, addr string) (string, bool) {
 	return port, true
 }
 
+// oneOf reports a value outside a closed set, naming its key.
 func oneOf(d *decoder, path, value string, allowed ...string) {
 	if !slices.Contains(allowed, value) {
-		d.problemAt(path, "unknown value %q (want one of: %s)", value, strings.Join(allowed, ", "))
+		key := path[strings.LastIndexAny(path, ".]")+1:]
+		d.problemAt(path, "%s: unknown value %q (want one of: %s)", key, value, strings.Join(allowed, ", "))
 	}
 }
 

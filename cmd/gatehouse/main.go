@@ -5,7 +5,8 @@
 // Usage:
 //
 //	gatehouse run -config FILE       serve the configuration
-//	gatehouse validate -config FILE  check a configuration, print FILE:LINE:COL: problems
+//	gatehouse validate [-offline] FILE
+//	                                 check a configuration as run would, print FILE:LINE:COL: problems
 //	gatehouse reload [-pidfile F]    make a running gatehouse re-read its configuration
 //	gatehouse upgrade [-pidfile F]   replace a running gatehouse with the binary on disk, sessions kept
 //	gatehouse demo                   run gatehouse in front of built-in demo back-ends
@@ -39,7 +40,7 @@ func run(args []string) int {
 	case "run":
 		return cmdRun(args[1:])
 	case "validate":
-		return cmdValidate(args[1:])
+		return cmdValidate(args[1:], os.Stdout, os.Stderr)
 	case "demo":
 		return cmdDemo(args[1:])
 	case "probe":
@@ -65,7 +66,9 @@ func run(args []string) int {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   gatehouse run -config FILE       serve the configuration
-  gatehouse validate -config FILE  check a configuration
+  gatehouse validate [-offline] FILE
+                                   check a configuration as run would (also -config FILE);
+                                   -offline: the file alone, no certificate/map files, no DNS
   gatehouse reload [-pidfile FILE | -admin ADDR]
                                    make a running gatehouse re-read its configuration
   gatehouse upgrade [-pidfile FILE]

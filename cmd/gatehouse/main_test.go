@@ -136,11 +136,8 @@ func TestValidateAndVersion(t *testing.T) {
 	if code := run([]string{"validate", "-config", path}); code != 1 {
 		t.Errorf("validate of a bad file: exit %d", code)
 	}
-	if code := run([]string{"validate", "-config", "../../examples/exchange.yaml"}); code != 0 {
+	if code := run([]string{"validate", "-offline", "-config", "../../examples/exchange.yaml"}); code != 0 {
 		t.Errorf("examples/exchange.yaml does not validate")
-	}
-	if code := run([]string{"validate", "-config", "../../examples/postfix-dovecot.yaml"}); code != 0 {
-		t.Errorf("examples/postfix-dovecot.yaml does not validate")
 	}
 	if code := run([]string{"version"}); code != 0 {
 		t.Errorf("version: exit %d", code)

@@ -32,11 +32,12 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg, err := gatehouse.LoadConfig(*path)
+	cfg, warnings, err := gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	logWarnings(gatehouse.NewLogger(cfg.Log, os.Stderr), warnings)
 	r := &runner{cfg: cfg, path: *path, pidFile: *pidFile, inherited: inherited, upgraded: ready}
 	return r.serve(nil)
 }
@@ -119,7 +120,8 @@ func (r *runner) stop(srv *gatehouse.Server, grace time.Duration) int {
 // file is refused with every problem logged, and the running
 // configuration stays.
 func reloadFile(srv *gatehouse.Server, path string, log *slog.Logger) error {
-	cfg, err := gatehouse.LoadConfig(path)
+	cfg, warnings, err := gatehouse.Load(context.Background(), path, gatehouse.CheckOptions{})
+	logWarnings(log, warnings)
 	if err != nil {
 		var ps gatehouse.Problems
 		if errors.As(err, &ps) {
@@ -136,20 +138,4 @@ func reloadFile(srv *gatehouse.Server, path string, log *slog.Logger) error {
 		return err
 	}
 	return nil
-}
-
-// cmdValidate checks a configuration: exit 0, or 1 with one
-// FILE:LINE:COL: message line per problem.
-func cmdValidate(args []string) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	path := fs.String("config", "/etc/gatehouse/gatehouse.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if _, err := gatehouse.LoadConfig(*path); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	fmt.Printf("%s: ok\n", *path)
-	return 0
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -30,7 +31,8 @@ func cmdTLS(args []string) int {
 	if *demo {
 		cfg, err = gatehouse.ParseConfig("examples/demo.yaml", examples.Demo)
 	} else {
-		cfg, err = gatehouse.LoadConfig(*path)
+		// Only the storage directory is wanted: the text alone is checked.
+		cfg, _, err = gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{Offline: true})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
