@@ -28,6 +28,7 @@ type pebble struct {
 	caRoot string         // PEM file that trusts the ACME server's HTTPS
 	roots  *x509.CertPool // root of the certificates it issues
 	orders atomic.Int64   // new-order requests received
+	srv    *httptest.Server
 }
 
 // startPebble runs Pebble for the test on a new loopback port. Its
@@ -83,6 +84,7 @@ func startPebbleOn(t *testing.T, ln net.Listener, https pebbleFront, httpPort, t
 	srv.TLS = &stdtls.Config{Certificates: []stdtls.Certificate{https.cert}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	p.srv = srv
 	p.dir = srv.URL + wfe.DirectoryPath
 	return p
 }

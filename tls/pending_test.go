@@ -204,3 +204,45 @@ func TestACMEReachableCAObtainsBeforeNewManagerReturns(t *testing.T) {
 		t.Errorf("%d orders, want 1", p.orders.Load())
 	}
 }
+
+// A stored certificate due for renewal stays in service when the CA is
+// down at start: the set is not pending, the stored certificate is served
+// rather than a temporary one, and certmagic's maintenance keeps renewing.
+func TestACMEStoredCertificateServedWhileCADown(t *testing.T) {
+	web := listen(t)
+	p := startPebble(t, port(web), 1, 6*time.Second)
+	c := acmeConfig(t, p, ChallengeHTTP01, port(web), 0)
+	first, err := newManager(c, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveHTTP(t, web, first.HTTPChallengeHandler(http.NotFoundHandler()))
+	startACME(t, first)
+	stored := servedLeaf(t, serveTLS(t, first.ServerConfig()), mailName, p.roots)
+	first.Close()
+	p.srv.Close() // the CA goes down; its address now refuses connections
+
+	lifetime := stored.NotAfter.Sub(stored.NotBefore)
+	if !eventually(lifetime, func() bool { return time.Until(stored.NotAfter) < lifetime/3 }) {
+		t.Fatal("the certificate never entered its renewal window")
+	}
+	var logs syncBuffer
+	m, err := NewManager(t.Context(), c, slogTo(&logs))
+	if err != nil {
+		t.Fatalf("NewManager with a stored certificate and the CA down: %v", err)
+	}
+	defer m.Close()
+	if st := m.Status(); st.Pending {
+		t.Errorf("status %+v, want not pending", st)
+	}
+	cs, err := dialTLS(serveTLS(t, m.ServerConfig()), &stdtls.Config{ServerName: mailName, InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.PeerCertificates[0]; got.SerialNumber.Cmp(stored.SerialNumber) != 0 {
+		t.Errorf("served serial %x (organization %v), want the stored %x", got.SerialNumber, got.Subject.Organization, stored.SerialNumber)
+	}
+	if !strings.Contains(logs.String(), "renewing the stored certificate failed; it stays in service") {
+		t.Errorf("no WARN line for the failed renewal:\n%s", logs.String())
+	}
+}
