@@ -157,11 +157,17 @@ func (m *Manager) retryPending(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		wait = min(2*wait, retryMax)
+		wait = nextWait(wait)
 		if m.tryPending(ctx, wait) {
 			return
 		}
 	}
+}
+
+// nextWait returns the wait that follows wait: twice as long, at most
+// retryMax.
+func nextWait(wait time.Duration) time.Duration {
+	return min(2*wait, retryMax)
 }
 
 // tryPending makes one attempt for the pending names and retires the

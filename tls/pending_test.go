@@ -4,6 +4,7 @@ import (
 	"context"
 	stdtls "crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -147,6 +148,32 @@ func checkPendingStatus(t *testing.T, m *Manager, caAddr string) {
 	}
 	if g := pendingGauge(); g != 1 {
 		t.Errorf("pending gauge %v, want 1", g)
+	}
+	js, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"pending":true`, `"names":["` + mailName + `"]`, `"since":`, `"attempts":`, `"last_error":`, `"last_try":`, `"next_try":`} {
+		if !strings.Contains(string(js), key) {
+			t.Errorf("status JSON %s lacks %s", js, key)
+		}
+	}
+	if js, _ := json.Marshal(Status{}); string(js) != `{"pending":false}` {
+		t.Errorf("status JSON of a set not pending: %s", js)
+	}
+}
+
+// Waits between attempts double from retryFirst up to retryMax: a few
+// seconds at first, a few minutes at most.
+func TestRetryWaitsDoubleUpToMax(t *testing.T) {
+	var waits []time.Duration
+	for w := retryFirst; len(waits) < 10; w = nextWait(w) {
+		waits = append(waits, w)
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
+		160 * time.Second, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
 	}
 }
 
