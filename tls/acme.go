@@ -63,16 +63,21 @@ func (q quietIssuer) PreCheck(ctx context.Context, names []string, _ bool) error
 }
 
 // manageACME loads every name's certificate from storage, or obtains it,
-// before returning; certmagic's maintenance renews them from then on.
+// before returning; certmagic's maintenance renews them from then on. The
+// names it cannot obtain within firstTryTimeout are served a temporary
+// certificate and retried in the background (pending.go); only the end of
+// ctx makes it fail.
 func (m *Manager) manageACME(ctx context.Context) error {
-	names := m.cfg.names()
-	if err := m.magic.ManageSync(ctx, names); err != nil {
-		return fmt.Errorf("tls: acme (%s): %w", m.acme.CA, err)
+	first, cancel := context.WithTimeout(ctx, firstTryTimeout)
+	defer cancel()
+	failed, err := m.manageNames(first, m.cfg.names())
+	if err == nil {
+		return nil
 	}
-	for _, name := range names {
-		m.recordCached(name)
+	if ctx.Err() != nil {
+		return err
 	}
-	return nil
+	return m.startPending(failed, err)
 }
 
 // wantEvent lists the certmagic events onEvent acts on, so that certmagic

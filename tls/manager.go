@@ -26,6 +26,8 @@ type Manager struct {
 	files *fileSet              // source files only
 	local *localCA              // source self-signed only
 
+	pending pendingSet // ACME names served a temporary certificate
+
 	ctx    context.Context // ends at Close; background work runs under it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -34,10 +36,15 @@ type Manager struct {
 }
 
 // NewManager builds the Manager for c and makes its certificates ready:
-// ACME certificates are loaded from storage or obtained before it returns
-// (bounded by ctx), files are loaded and checked, the local CA is created or
-// loaded. Any failure is returned, naming the file or name at fault. A nil
-// log means slog.Default().
+// ACME certificates are loaded from storage or obtained before it returns,
+// files are loaded and checked, the local CA is created or loaded. An ACME
+// certificate that cannot be obtained within a minute (CA unreachable, DNS
+// not pointing here) does not fail NewManager: its names are served a
+// temporary self-signed certificate, logged at WARN with the error, and
+// obtaining is retried in the background (after 5 s, doubling up to 5 min)
+// until the real certificate replaces it without a restart; Status reports
+// the wait. Other failures, and the end of ctx, are returned, naming the
+// file or name at fault. A nil log means slog.Default().
 func NewManager(ctx context.Context, c Certificates, log *slog.Logger) (*Manager, error) {
 	m, err := newManager(c, log)
 	if err != nil {
@@ -150,8 +157,9 @@ func (m *Manager) Reload() error {
 	return nil
 }
 
-// Close stops renewal, reloading and any running on_renew command. Listeners
-// built from ServerConfig keep serving the certificates already loaded.
+// Close stops renewal, retries of pending certificates, reloading and any
+// running on_renew command. Listeners built from ServerConfig keep serving
+// the certificates already loaded.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	closed := m.closed

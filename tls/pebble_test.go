@@ -1,8 +1,8 @@
 package tls
 
 import (
+	stdtls "crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"log"
 	"net"
@@ -28,13 +28,38 @@ type pebble struct {
 	caRoot string         // PEM file that trusts the ACME server's HTTPS
 	roots  *x509.CertPool // root of the certificates it issues
 	orders atomic.Int64   // new-order requests received
+	srv    *httptest.Server
 }
 
-// startPebble runs Pebble for the test. Its validation authority connects
-// to httpPort for HTTP-01 and tlsPort for TLS-ALPN-01, and resolves every
-// name to 127.0.0.1 through a loopback DNS server, so no query or
-// connection leaves the machine. Certificates are valid for validity.
+// startPebble runs Pebble for the test on a new loopback port. Its
+// validation authority connects to httpPort for HTTP-01 and tlsPort for
+// TLS-ALPN-01, and resolves every name to 127.0.0.1 through a loopback DNS
+// server, so no query or connection leaves the machine. Certificates are
+// valid for validity.
 func startPebble(t *testing.T, httpPort, tlsPort int, validity time.Duration) *pebble {
+	return startPebbleOn(t, listen(t), newPebbleFront(t), httpPort, tlsPort, validity)
+}
+
+// pebbleFront is the HTTPS identity of a Pebble server, made before the
+// server starts so that a Manager can be configured to trust it while the
+// CA is still down.
+type pebbleFront struct {
+	cert   stdtls.Certificate // for 127.0.0.1
+	caRoot string             // PEM file of its issuer, for Certificates.CARoot
+}
+
+func newPebbleFront(t *testing.T) pebbleFront {
+	ca := newTestCA(t, "pebble https")
+	f := pebbleFront{cert: ca.issue(t, "127.0.0.1"), caRoot: filepath.Join(t.TempDir(), "pebble-https.pem")}
+	if err := os.WriteFile(f.caRoot, ca.pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// startPebbleOn runs Pebble as startPebble does, serving its ACME API on ln
+// with front's certificate.
+func startPebbleOn(t *testing.T, ln net.Listener, https pebbleFront, httpPort, tlsPort int, validity time.Duration) *pebble {
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")      // no random 0-15 s wait before validating
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0") // no deliberately bad nonces
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")      // every order is validated again
@@ -45,22 +70,22 @@ func startPebble(t *testing.T, httpPort, tlsPort int, validity time.Duration) *p
 	validator := va.New(quiet, httpPort, tlsPort, false, loopbackDNS(t), store)
 	front := wfe.New(quiet, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 1, 1)
 
-	p := &pebble{roots: x509.NewCertPool()}
+	p := &pebble{roots: x509.NewCertPool(), caRoot: https.caRoot}
 	p.roots.AddCert(authority.GetRootCert(0).Cert)
 	acmeHandler := front.Handler()
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
 			p.orders.Add(1)
 		}
 		acmeHandler.ServeHTTP(w, r)
 	}))
+	srv.Listener.Close() // the one httptest opened; ln replaces it
+	srv.Listener = ln
+	srv.TLS = &stdtls.Config{Certificates: []stdtls.Certificate{https.cert}}
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	p.srv = srv
 	p.dir = srv.URL + wfe.DirectoryPath
-	p.caRoot = filepath.Join(t.TempDir(), "pebble-https.pem")
-	der := srv.Certificate().Raw
-	if err := os.WriteFile(p.caRoot, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	return p
 }
 
