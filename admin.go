@@ -65,6 +65,19 @@ func (v adminView) Certificates() map[string][]admin.CertCheck {
 	return m
 }
 
+// CertificateSets returns the certificate sets still waiting for theirs.
+func (v adminView) CertificateSets() map[string]admin.PendingSet {
+	m := map[string]admin.PendingSet{}
+	v.s.mu.Lock()
+	defer v.s.mu.Unlock()
+	for name, c := range v.s.certs {
+		if st := c.m.Status(); st.Pending {
+			m[name] = admin.PendingSet{Names: st.Names, Since: st.Since, Attempts: st.Attempts, LastError: st.LastError, NextTry: st.NextTry}
+		}
+	}
+	return m
+}
+
 // Changes returns the recent state changes, newest first.
 func (v adminView) Changes() []admin.Change { return v.s.changes.list() }
 

@@ -81,12 +81,14 @@ func (b *builder) build() ([]*listener, error) {
 // commit hands the built state to the Server: certificate sets, back-ends
 // and health checks. The caller swaps the listeners.
 func (b *builder) commit() {
+	b.s.mu.Lock() // the status reads the running sets
 	for name, c := range b.certs {
 		if old, ok := b.s.certs[name]; ok {
 			old.m.Close()
 		}
 		b.s.certs[name] = c
 	}
+	b.s.mu.Unlock()
 	for be, w := range b.weights {
 		be.SetWeight(w)
 	}

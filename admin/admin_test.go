@@ -23,6 +23,7 @@ type fakeServer struct {
 	mu        sync.Mutex
 	listeners []ListenerStatus
 	certs     map[string][]CertCheck
+	pending   map[string]PendingSet
 	actions   []string // "name action"
 	reloads   int
 }
@@ -36,6 +37,12 @@ func (f *fakeServer) Listeners() []ListenerStatus {
 func (f *fakeServer) Certificates() map[string][]CertCheck { return f.certs }
 
 func (f *fakeServer) Changes() []Change { return nil }
+
+func (f *fakeServer) CertificateSets() map[string]PendingSet {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending
+}
 
 func (f *fakeServer) SetBackendState(name string, a Action) (int, error) {
 	if name != "a" {
@@ -410,5 +417,34 @@ func TestStatusJSONCarriesCertificates(t *testing.T) {
 	}
 	if strings.Contains(body, `"certificates"`) && strings.Count(body, `"certificates"`) != 1 {
 		t.Errorf("a listener without comparisons shows a certificates key:\n%s", body)
+	}
+}
+
+// A certificate set still waiting for its certificate (its ACME CA was
+// unreachable at start) shows in the API and on the page, with its last
+// error, so an operator sees why clients get a temporary certificate.
+func TestPendingCertificateSetsShown(t *testing.T) {
+	srv := &fakeServer{
+		listeners: []ListenerStatus{{Name: "mail", Backends: []BackendStatus{}}},
+		pending: map[string]PendingSet{"default": {Names: []string{"mail.example.com"}, Attempts: 3,
+			Since: time.Now().Add(-time.Minute), NextTry: time.Now().Add(time.Minute), LastError: "dial tcp: connection refused"}},
+	}
+	addr := serve(t, "127.0.0.1:0", Options{}, srv)
+	_, body := call(t, "GET", addr, "/api/status", nil)
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Pending["default"].Attempts != 3 {
+		t.Fatalf("GET /api/status: %v %q", err, body)
+	}
+	_, page := call(t, "GET", addr, "/", nil)
+	for _, want := range []string{"Certificates pending", "mail.example.com", "temporary certificate", "connection refused"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	srv.mu.Lock()
+	srv.pending = nil
+	srv.mu.Unlock()
+	if _, page := call(t, "GET", addr, "/", nil); strings.Contains(page, "Certificates pending") {
+		t.Error("the page shows a pending section with nothing pending")
 	}
 }

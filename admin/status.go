@@ -17,6 +17,10 @@ type Server interface {
 	Certificates() map[string][]CertCheck
 	// Changes returns the most recent state changes, newest first.
 	Changes() []Change
+	// CertificateSets returns, by set name, the certificate sets still
+	// waiting for a certificate (ACME unreachable at start: a temporary
+	// one is served meanwhile); sets that hold theirs are left out.
+	CertificateSets() map[string]PendingSet
 	// SetBackendState applies an operator action to the back-end of that
 	// name in every pool and returns how many pools it changed; an unknown
 	// name is an error.
@@ -60,17 +64,28 @@ type Status struct {
 	Listeners []ListenerStatus `json:"listeners"`
 	// Changes are the most recent state changes, newest first.
 	Changes []Change `json:"recent_changes"`
+	// Pending are the certificate sets waiting for a certificate, by name.
+	Pending map[string]PendingSet `json:"pending_certificates,omitempty"`
 }
 
 // Snapshot gathers a Status from s: its listeners, each with its
 // certificate comparisons, and the recent changes.
 func Snapshot(s Server) Status {
-	st := Status{Listeners: s.Listeners(), Changes: s.Changes()}
+	st := Status{Listeners: s.Listeners(), Changes: s.Changes(), Pending: s.CertificateSets()}
 	certs := s.Certificates()
 	for i := range st.Listeners {
 		st.Listeners[i].Certificates = certs[st.Listeners[i].Name]
 	}
 	return st
+}
+
+// PendingSet is a certificate set still waiting for its certificate.
+type PendingSet struct {
+	Names     []string  `json:"names"`
+	Since     time.Time `json:"since"`
+	Attempts  int       `json:"attempts"`
+	LastError string    `json:"last_error"`
+	NextTry   time.Time `json:"next_try"`
 }
 
 // Change is one state change of a back-end: a health check going up or

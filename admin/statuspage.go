@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -106,6 +108,13 @@ type pageData struct {
 	Listeners []pageListener
 	Backends  []pageBackend
 	Changes   []pageChange
+	Pending   []pagePending // certificate sets serving a temporary certificate
+}
+
+// pagePending is a certificate set still waiting for its certificate.
+type pagePending struct {
+	Set, Names, Since, NextTry, LastError string
+	Attempts                              int
 }
 
 // pageListener is one listener's summary and the head of its column.
@@ -174,6 +183,11 @@ func buildPage(st Status, rates map[string]rate, now time.Time) pageData {
 		d.Backends = append(d.Backends, *row)
 	}
 	sort.Slice(d.Backends, func(i, j int) bool { return d.Backends[i].Name < d.Backends[j].Name })
+	for _, name := range slices.Sorted(maps.Keys(st.Pending)) {
+		p := st.Pending[name]
+		d.Pending = append(d.Pending, pagePending{Set: name, Names: strings.Join(p.Names, ", "),
+			Since: shortTime(p.Since, now), NextTry: shortTime(p.NextTry, now), LastError: p.LastError, Attempts: p.Attempts})
+	}
 	for _, c := range st.Changes {
 		d.Changes = append(d.Changes, pageChange{
 			At: shortTime(c.At, now), AtFull: c.At.Format(time.RFC3339),
