@@ -176,69 +176,62 @@ var clientListenConfig = net.ListenConfig{KeepAlive: -1}
 
 // frontend returns the protocol handler of a listener.
 func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error) {
-	version, edge, backend, err := b.links(lc, nil)
+	link, err := b.link(lc, nil)
 	if err != nil {
 		return nil, err
 	}
 	switch lc.Protocol {
 	case "pop3", "imap":
-		return b.mailLogin(lc, pool, edge, backend, version)
+		return b.mailLogin(lc, pool, link)
 	case "smtp":
 		return &smtp.Frontend{
 			Pool: pool, Affinity: lc.Affinity,
-			EdgeTLS: edge, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
-			BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
-			ProxyVersion: version, Idle: lc.Timeouts.Idle,
+			EdgeTLS: link.EdgeTLS, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
+			BackendTLS: link.BackendTLS, BackendTLSMode: lc.BackendTLS.Mode,
+			ProxyVersion: link.ProxyVersion, Idle: lc.Timeouts.Idle,
 			Throttle: b.s.throttle, Log: b.s.log, Config: lc.SMTP,
 		}, nil
 	}
-	return &proxy.TCP{
-		Pool:         pool,
-		Affinity:     lc.Affinity,
-		ProxyVersion: version,
-		Idle:         lc.Timeouts.Idle,
-		TLS:          edge,
-		BackendTLS:   backend,
-		Log:          b.s.log,
+	return &proxy.TCP{Link: link, Pool: pool, Affinity: lc.Affinity}, nil
+}
+
+// link builds what every frontend of the listener shares: TLS both ways
+// (alpn: the protocols offered to clients), the PROXY version, the idle
+// limit, the process's throttle and its logger.
+func (b *builder) link(lc *Listener, alpn []string) (proxy.Link, error) {
+	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
+	edge, err := b.edgeTLS(lc, alpn)
+	if err != nil {
+		return proxy.Link{}, err
+	}
+	backend, err := lc.BackendTLS.ClientConfig("", b.s.log)
+	if err != nil {
+		return proxy.Link{}, err
+	}
+	return proxy.Link{
+		EdgeTLS: edge, TLSMode: proxy.ParseTLSMode(lc.TLS.Mode), TLSRequired: lc.TLS.Required,
+		BackendTLS: backend, BackendTLSMode: proxy.ParseTLSMode(lc.BackendTLS.Mode),
+		ProxyVersion: version, Idle: lc.Timeouts.Idle, Throttle: b.s.throttle, Log: b.s.log,
 	}, nil
 }
 
-// links returns what every frontend needs to reach clients and back-ends:
-// the PROXY version it sends, its TLS config towards clients (nil: none,
-// alpn offered), and its TLS config towards back-ends (nil: none).
+// links is link in parts, for the frontends that do not embed a Link yet.
 func (b *builder) links(lc *Listener, alpn []string) (version byte, edge, backend *stdtls.Config, err error) {
-	version, _ = proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
-	if edge, err = b.edgeTLS(lc, alpn); err != nil {
-		return 0, nil, nil, err
-	}
-	backend, err = lc.BackendTLS.ClientConfig("", b.s.log)
-	return version, edge, backend, err
+	l, err := b.link(lc, alpn)
+	return l.ProxyVersion, l.EdgeTLS, l.BackendTLS, err
 }
 
 // mailLogin builds the POP3 or IMAP frontend: login at the edge, route by
 // user, splice.
-func (b *builder) mailLogin(lc *Listener, pool *proxy.Pool, edge, backend *stdtls.Config, version byte) (proxy.Handler, error) {
-	log := b.s.log // the frontends name the listener in their lines
-	router, err := proxy.NewRouter(lc.Route, pool, log)
+func (b *builder) mailLogin(lc *Listener, pool *proxy.Pool, link proxy.Link) (proxy.Handler, error) {
+	router, err := proxy.NewRouter(lc.Route, pool, link.Log)
 	if err != nil {
 		return nil, err
 	}
 	if lc.Protocol == "pop3" {
-		return &pop3.Frontend{
-			Pool: pool, Router: router,
-			EdgeTLS: edge, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
-			BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
-			ProxyVersion: version, Idle: lc.Timeouts.Idle,
-			Throttle: b.s.throttle, Log: log, Config: lc.POP3,
-		}, nil
+		return &pop3.Frontend{Link: link, Pool: pool, Router: router, Config: lc.POP3}, nil
 	}
-	return &imap.Frontend{
-		Pool: pool, Router: router,
-		EdgeTLS: edge, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
-		BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
-		ProxyVersion: version, Idle: lc.Timeouts.Idle,
-		Throttle: b.s.throttle, Log: log, Config: lc.IMAP,
-	}, nil
+	return &imap.Frontend{Link: link, Pool: pool, Router: router, Config: lc.IMAP}, nil
 }
 
 // edgeTLS returns the TLS config a listener serves clients with, or nil

@@ -161,7 +161,7 @@ func TestSourceIPAffinityThroughServer(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		pool.Backends = append(pool.Backends, NewBackend(name, startEcho(t, name).Addr(), 1))
 	}
-	srv := &Server{Name: "affinity", Handler: &TCP{Pool: pool, Affinity: AffinitySourceIP, Log: quiet}, Log: quiet}
+	srv := &Server{Name: "affinity", Handler: &TCP{Pool: pool, Affinity: AffinitySourceIP, Link: Link{Log: quiet}}, Log: quiet}
 	addr := startProxy(t, srv)
 
 	want := pool.Pick("127.0.0.1")[0].Name

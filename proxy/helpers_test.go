@@ -255,7 +255,7 @@ func startProxy(t testing.TB, s *Server) string {
 
 // tcpProxy returns a Server running the layer-4 frontend over pool.
 func tcpProxy(name string, pool *Pool) *Server {
-	return &Server{Name: name, Handler: &TCP{Pool: pool, Log: quiet}, Log: quiet}
+	return &Server{Name: name, Handler: &TCP{Pool: pool, Link: Link{Log: quiet}}, Log: quiet}
 }
 
 // client is one test client: a loopback connection and a line reader.

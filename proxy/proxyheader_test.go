@@ -32,7 +32,7 @@ func proxyAwareServer(t *testing.T, name string, out byte, trusted ...string) (a
 	t.Helper()
 	be := startProxyAware(t, "pp")
 	seen = make(chan *ClientConn, 4)
-	tcp := &TCP{Pool: dialPool(name, time.Second, NewBackend("pp", be.Addr(), 1)), ProxyVersion: out, Log: quiet}
+	tcp := &TCP{Pool: dialPool(name, time.Second, NewBackend("pp", be.Addr(), 1)), Link: Link{ProxyVersion: out, Log: quiet}}
 	srv := &Server{Name: name, Handler: &recorder{next: tcp, seen: seen}, Log: quiet, ProxyHeaderTimeout: 300 * time.Millisecond}
 	for _, p := range trusted {
 		srv.Trusted = append(srv.Trusted, netip.MustParsePrefix(p))

@@ -34,7 +34,7 @@ func (h *refusingTCP) Refuse(conn net.Conn, reason string) {
 // the three ends, its slot is free again.
 func TestMaxPerIP(t *testing.T) {
 	a := startEcho(t, "a")
-	h := &refusingTCP{TCP: &TCP{Pool: dialPool("perip", time.Second, NewBackend("a", a.Addr(), 1)), Log: quiet}, refused: make(chan string, 4)}
+	h := &refusingTCP{TCP: &TCP{Pool: dialPool("perip", time.Second, NewBackend("a", a.Addr(), 1)), Link: Link{Log: quiet}}, refused: make(chan string, 4)}
 	srv := &Server{Name: "perip", Handler: h, MaxPerIP: 3, Log: quiet}
 	addr := startProxy(t, srv)
 	before := testutil.ToFloat64(refusedTotal.WithLabelValues("perip", "per_ip_limit"))
@@ -94,7 +94,7 @@ func (h *watching) ServeConn(ctx context.Context, conn net.Conn) {
 // them: the live client keeps being served until it leaves.
 func TestShutdownWaitsForLiveSession(t *testing.T) {
 	a := startEcho(t, "a")
-	h := &watching{next: &TCP{Pool: dialPool("drain-wait", time.Second, NewBackend("a", a.Addr(), 1)), Log: quiet}, shutdown: make(chan (<-chan struct{}), 1)}
+	h := &watching{next: &TCP{Pool: dialPool("drain-wait", time.Second, NewBackend("a", a.Addr(), 1)), Link: Link{Log: quiet}}, shutdown: make(chan (<-chan struct{}), 1)}
 	srv := &Server{Name: "drain-wait", Handler: h, Log: quiet}
 	addr, served := serveProxy(t, srv)
 

@@ -20,34 +20,25 @@ const (
 // TCP is the layer-4 frontend: it routes each connection by its client
 // address (or not at all), optionally sends a PROXY header, and splices.
 type TCP struct {
+	// Link is how the listener reaches clients and back-ends: EdgeTLS, if
+	// set, terminates TLS from clients (implicit TLS: the first byte is
+	// the ClientHello), and nil relays bytes as they are; BackendTLS, if
+	// set, speaks TLS to the back-end.
+	Link
 	// Pool holds the back-ends; required.
 	Pool *Pool
 	// Affinity is AffinitySourceIP to keep one client on one back-end;
 	// "" or AffinityNone balances every connection by the pool's policy.
 	Affinity string
-	// ProxyVersion, 1 or 2, sends a PROXY header with the client's address
-	// to the back-end; 0 sends none.
-	ProxyVersion byte
-	// Idle ends a session after this long with no byte either way; 0 means
-	// no limit.
-	Idle time.Duration
-	// TLS, if set, terminates TLS from clients with this config (implicit
-	// TLS: the first byte is the ClientHello); nil relays bytes as they are.
-	TLS *stdtls.Config
-	// BackendTLS, if set, speaks TLS to the back-end with this config;
-	// nil sends plaintext. ServerName, when empty, is the back-end's host.
-	BackendTLS *stdtls.Config
 	// HandshakeTimeout bounds each TLS handshake; 0 means 10 seconds.
 	HandshakeTimeout time.Duration
-	// Log receives one line per session; nil means slog.Default().
-	Log *slog.Logger
 }
 
 // ServeConn implements Handler.
 func (t *TCP) ServeConn(ctx context.Context, conn net.Conn) {
 	start := time.Now()
-	if t.TLS != nil {
-		tc, err := t.handshake(stdtls.Server(conn, t.TLS), conn)
+	if t.EdgeTLS != nil {
+		tc, err := t.handshake(stdtls.Server(conn, t.EdgeTLS), conn)
 		if err != nil {
 			t.log().Info("TLS handshake failed", "listener", t.Pool.Name, "client", conn.RemoteAddr().String(), "err", err)
 			return
@@ -200,9 +191,4 @@ func (s *tcpSession) end(up, down int64, err error) {
 		"up", up, "down", down, "duration", time.Since(s.start).Round(time.Millisecond), "outcome", outcome)
 }
 
-func (t *TCP) log() *slog.Logger {
-	if t.Log != nil {
-		return t.Log
-	}
-	return slog.Default()
-}
+func (t *TCP) log() *slog.Logger { return t.Logger() }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // Bounds on what a back-end may send before the splice.
@@ -30,7 +31,7 @@ func (s *session) backendLogin(l *leg, user, pass string) (string, error) {
 	if err := l.greeting(); err != nil {
 		return "", err
 	}
-	if s.f.BackendTLSMode == TLSStartTLS {
+	if s.f.BackendTLSMode == proxy.TLSStartTLS {
 		if err := l.startTLS(); err != nil {
 			return "", err
 		}

@@ -73,7 +73,7 @@ func FuzzPreauth(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
-	fe := &Frontend{Pool: &proxy.Pool{Name: "fuzz"}, Log: quiet, Config: Config{MaxCommands: 50}}
+	fe := &Frontend{Pool: &proxy.Pool{Name: "fuzz"}, Config: Config{MaxCommands: 50}, Link: proxy.Link{Log: quiet}}
 	f.Fuzz(func(t *testing.T, script []byte) {
 		c := wiretest.Script(script, 143)
 		fe.ServeConn(context.Background(), c)

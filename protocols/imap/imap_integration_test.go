@@ -64,8 +64,8 @@ func TestIntegrationImaplibAndCurlReachEachUsersDovecot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
-	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit})
+	starttls := start(t, &Frontend{Pool: pool, Router: r, Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSStartTLS, TLSRequired: true}})
+	implicit := start(t, &Frontend{Pool: pool, Router: r, Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSImplicit}})
 	for _, tc := range []struct{ addr, mode, user, subject string }{
 		{starttls, "starttls", "alice", "Subject: alice on mail1"},
 		{starttls, "starttls", "bob", "Subject: bob on mail2"},
@@ -120,7 +120,7 @@ func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
 	}
 	// A PROXY v1 header on the haproxy listener.
 	pool := &proxy.Pool{Name: "imap", Backends: []*proxy.Backend{proxy.NewBackend("mail1", d.IMAPProxy, 1)}}
-	proxied := start(t, &Frontend{Pool: pool, ProxyVersion: 1})
+	proxied := start(t, &Frontend{Pool: pool, Link: proxy.Link{ProxyVersion: 1}})
 	c = wiretest.DialFrom(t, "127.0.0.6", proxied)
 	c.Expect("* OK")
 	c.Send("b LOGIN bob demo")

@@ -162,7 +162,7 @@ func TestIDIsAnsweredAndKeptWithoutXFields(t *testing.T) {
 
 func TestSTARTTLSAtTheEdgeDiscardsInjectedCommands(t *testing.T) {
 	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSStartTLS, TLSRequired: true}})
 	c := greeted(t, addr)
 	c.Send("a CAPABILITY")
 	if caps := until(c, "a"); !strings.Contains(caps[0], "STARTTLS") || !strings.Contains(caps[0], "LOGINDISABLED") || strings.Contains(caps[0], "AUTH=") {
@@ -191,8 +191,7 @@ func TestSTARTTLSAtTheEdgeDiscardsInjectedCommands(t *testing.T) {
 
 func TestImplicitTLSAndBackendSTARTTLS(t *testing.T) {
 	be := startBackend(t, "mail1", func(s *imaptest.Server) { s.TLSConfig, s.AuthTLSOnly = wiretest.ServerTLS(), true })
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit,
-		BackendTLS: wiretest.ClientTLS(), BackendTLSMode: TLSStartTLS})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSImplicit, BackendTLS: wiretest.ClientTLS(), BackendTLSMode: proxy.TLSStartTLS}})
 	c := wiretest.Dial(t, addr)
 	c.StartTLS(wiretest.ClientTLS())
 	c.Expect("* OK [CAPABILITY ")
@@ -212,7 +211,7 @@ func TestProxyHeaderCarriesTheClientAddress(t *testing.T) {
 	be.AddUser("alice", "demo")
 	be.StartOn(&proxyproto.Listener{Listener: ln})
 	t.Cleanup(be.Close)
-	addr := start(t, &Frontend{Pool: poolOf(be), ProxyVersion: 1})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{ProxyVersion: 1}})
 	c := wiretest.DialFrom(t, "127.0.0.3", addr)
 	c.Expect("* OK")
 	c.Send("a LOGIN alice demo")
@@ -256,7 +255,7 @@ func TestMappedBackendDownIsUnavailable(t *testing.T) {
 func TestBruteForceIsThrottled(t *testing.T) {
 	be := startBackend(t, "mail1")
 	th := &proxy.Throttle{Limit: 5, Delay: time.Millisecond}
-	addr := start(t, &Frontend{Pool: poolOf(be), Throttle: th})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{Throttle: th}})
 	c := greeted(t, addr)
 	for i := 1; i <= 20; i++ {
 		tag := fmt.Sprintf("t%d", i)
@@ -281,7 +280,7 @@ func TestBruteForceIsThrottled(t *testing.T) {
 }
 
 func TestGoodbyeOnShutdownAndRefusal(t *testing.T) {
-	srv := &proxy.Server{Name: "imap", Handler: &Frontend{Pool: poolOf(), Log: quiet}, Log: quiet, MaxPerIP: 1}
+	srv := &proxy.Server{Name: "imap", Handler: &Frontend{Pool: poolOf(), Link: proxy.Link{Log: quiet}}, Log: quiet, MaxPerIP: 1}
 	addr := wiretest.Serve(t, srv)
 	c := greeted(t, addr)
 	extra := wiretest.Dial(t, addr)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // preauth runs the not-authenticated state (RFC 9051 section 3.1) until a
@@ -110,7 +111,7 @@ func (s *session) capabilities() string {
 }
 
 func (s *session) offersSTARTTLS() bool {
-	return !s.TLS && s.f.EdgeTLS != nil && s.f.TLSMode == TLSStartTLS
+	return !s.TLS && s.f.EdgeTLS != nil && s.f.TLSMode == proxy.TLSStartTLS
 }
 
 func (s *session) loginAllowed() bool { return s.TLS || !s.f.TLSRequired }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // maxBackendLine bounds a back-end reply line before the splice.
@@ -24,7 +25,7 @@ func (s *session) backendLogin(ml *maillogin.Leg, user, pass string) (ok string,
 	if _, err := l.expectOK("greeting", ""); err != nil {
 		return "", err
 	}
-	if s.f.BackendTLSMode == TLSStartTLS {
+	if s.f.BackendTLSMode == proxy.TLSStartTLS {
 		if err := l.startTLS(); err != nil {
 			return "", err
 		}

@@ -28,7 +28,7 @@ func FuzzPreauth(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	fe := &Frontend{Pool: &proxy.Pool{Name: "fuzz"}, Log: quiet, Config: Config{MaxCommands: 50}}
+	fe := &Frontend{Pool: &proxy.Pool{Name: "fuzz"}, Config: Config{MaxCommands: 50}, Link: proxy.Link{Log: quiet}}
 	f.Fuzz(func(t *testing.T, script []byte) {
 		c := wiretest.Script(script, 110)
 		fe.ServeConn(context.Background(), c)

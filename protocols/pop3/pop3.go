@@ -28,55 +28,25 @@ package pop3
 
 import (
 	"context"
-	stdtls "crypto/tls"
-	"log/slog"
 	"net"
-	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
-// TLS modes of the client side (TLSMode) and of the back-end side
-// (BackendTLSMode).
-const (
-	TLSNone     = "none"
-	TLSStartTLS = "starttls"
-	TLSImplicit = "implicit"
-	TLSBackend  = "tls"
-)
-
 // Frontend serves POP3 clients of one listener. Set the fields before the
 // first connection; a Frontend is safe for concurrent use.
 type Frontend struct {
+	// Link is how the listener reaches clients and back-ends (TLS modes:
+	// implicit is 995/993, starttls offers STLS/STARTTLS), its idle
+	// limit, throttle and logger; the logger gets one line per login and
+	// per session.
+	proxy.Link
 	// Pool holds the back-ends; required.
 	Pool *proxy.Pool
 	// Router picks the back-end for a user; nil means rendezvous hashing
 	// on the user over Pool.
 	Router proxy.Router
-	// EdgeTLS is the server TLS configuration for clients; nil means no
-	// TLS is offered.
-	EdgeTLS *stdtls.Config
-	// TLSMode is "starttls" (STLS offered), "implicit" (TLS from the first
-	// byte, port 995) or "" / "none".
-	TLSMode string
-	// TLSRequired refuses logins before STLS.
-	TLSRequired bool
-	// BackendTLS is the client TLS configuration for back-ends; required
-	// when BackendTLSMode is not none.
-	BackendTLS *stdtls.Config
-	// BackendTLSMode is "tls" (implicit), "starttls" (STLS) or "" / "none".
-	BackendTLSMode string
-	// ProxyVersion, 1 or 2, sends a PROXY header to the back-end; 0 none.
-	ProxyVersion byte
-	// Idle ends a spliced session with no byte either way for this long;
-	// 0 means no limit.
-	Idle time.Duration
-	// Throttle slows and stops password guessing; nil means no throttle.
-	Throttle *proxy.Throttle
-	// Log receives one line per login and per session; nil means
-	// slog.Default().
-	Log *slog.Logger
 	// Config holds the POP3 options; zero values mean the defaults.
 	Config Config
 }
@@ -97,10 +67,8 @@ func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
 	cfg.SetDefaults()
 	s := &session{f: f, cfg: &cfg}
 	s.Serve(ctx, conn, &maillogin.Frontend{
-		Protocol: "pop3", Pool: f.Pool, Router: f.Router, Throttle: f.Throttle, Log: f.Log, Logins: logins,
-		EdgeTLS: f.EdgeTLS, ImplicitTLS: f.TLSMode == TLSImplicit,
-		BackendTLS: f.BackendTLS, BackendImplicitTLS: f.BackendTLSMode == TLSBackend, ProxyVersion: f.ProxyVersion,
-		Idle: f.Idle, PreauthTimeout: cfg.PreauthTimeout, LoginTimeout: cfg.LoginTimeout, MaxBackendLine: maxBackendLine,
+		Link: f.Link, Protocol: "pop3", Pool: f.Pool, Router: f.Router, Logins: logins,
+		PreauthTimeout: cfg.PreauthTimeout, LoginTimeout: cfg.LoginTimeout, MaxBackendLine: maxBackendLine,
 	}, s.preauth)
 }
 

@@ -71,8 +71,8 @@ func TestIntegrationPoplibAndCurlReachEachUsersDovecot(t *testing.T) {
 	mail1, mail2 := dovecottest.Start(t, "mail1", "alice"), dovecottest.Start(t, "mail2", "bob")
 	pool := dovecotPool(mail1, mail2)
 	r, _ := mapRouter(t, pool, "alice mail1\nbob mail2\n")
-	starttls := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
-	implicit := start(t, &Frontend{Pool: pool, Router: r, EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit})
+	starttls := start(t, &Frontend{Pool: pool, Router: r, Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSStartTLS, TLSRequired: true}})
+	implicit := start(t, &Frontend{Pool: pool, Router: r, Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSImplicit}})
 	for _, tc := range []struct{ addr, mode, user, subject string }{
 		{starttls, "stls", "alice", "Subject: alice on mail1"},
 		{starttls, "stls", "bob", "Subject: bob on mail2"},
@@ -133,7 +133,7 @@ func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
 	d.WaitLog(t, "user=<alice>, method=PLAIN, rip=127.0.0.5,")
 	// A PROXY v2 header on the haproxy listener.
 	pool := &proxy.Pool{Name: "pop3", Backends: []*proxy.Backend{proxy.NewBackend("mail1", d.POP3Proxy, 1)}}
-	proxied := start(t, &Frontend{Pool: pool, ProxyVersion: 2})
+	proxied := start(t, &Frontend{Pool: pool, Link: proxy.Link{ProxyVersion: 2}})
 	c = wiretest.DialFrom(t, "127.0.0.6", proxied)
 	c.Expect("+OK")
 	c.Send("USER bob", "PASS demo")
@@ -148,8 +148,9 @@ func TestIntegrationDovecotLogsTheClientAddress(t *testing.T) {
 // against pop3test in TestBruteForceIsThrottledPerAddress.
 func TestIntegrationUnknownUserAndWrongPasswordReadAlike(t *testing.T) {
 	d := dovecottest.Start(t, "mail1", "alice")
-	addr := start(t, &Frontend{Pool: dovecotPool(d), Throttle: &proxy.Throttle{Delay: time.Millisecond},
-		Config: Config{Forward: ForwardXClient}})
+	addr := start(t, &Frontend{Pool: dovecotPool(d),
+		Config: Config{Forward: ForwardXClient}, Link: proxy.Link{Throttle: &proxy.Throttle{Delay: time.Millisecond}},
+	})
 	reply := func(src, user string) string {
 		c := wiretest.DialFrom(t, src, addr)
 		c.Expect("+OK")

@@ -113,7 +113,7 @@ func TestPipelinedLoginAndCommands(t *testing.T) {
 
 func TestSTLSAtTheEdgeDiscardsInjectedCommands(t *testing.T) {
 	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSStartTLS, TLSRequired: true})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSStartTLS, TLSRequired: true}})
 	c := greeted(t, addr)
 	c.Send("CAPA")
 	c.Expect("+OK")
@@ -144,7 +144,7 @@ func TestSTLSAtTheEdgeDiscardsInjectedCommands(t *testing.T) {
 
 func TestImplicitTLS(t *testing.T) {
 	be := startBackend(t, "mail1")
-	addr := start(t, &Frontend{Pool: poolOf(be), EdgeTLS: wiretest.ServerTLS(), TLSMode: TLSImplicit, TLSRequired: true})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{EdgeTLS: wiretest.ServerTLS(), TLSMode: proxy.TLSImplicit, TLSRequired: true}})
 	c := wiretest.Dial(t, addr)
 	c.StartTLS(wiretest.ClientTLS())
 	c.Expect("+OK POP3 ready")
@@ -159,8 +159,9 @@ func TestImplicitTLS(t *testing.T) {
 
 func TestBackendSTLSAndPlainLogin(t *testing.T) {
 	be := startBackend(t, "mail1", func(s *pop3test.Server) { s.TLSConfig, s.AuthTLSOnly = wiretest.ServerTLS(), true })
-	addr := start(t, &Frontend{Pool: poolOf(be), BackendTLS: wiretest.ClientTLS(), BackendTLSMode: TLSStartTLS,
-		Config: Config{BackendLogin: LoginPlain}})
+	addr := start(t, &Frontend{Pool: poolOf(be),
+		Config: Config{BackendLogin: LoginPlain}, Link: proxy.Link{BackendTLS: wiretest.ClientTLS(), BackendTLSMode: proxy.TLSStartTLS},
+	})
 	loggedIn(t, addr, "alice")
 	rec := be.LoginRecords()
 	if len(rec) != 1 || !rec[0].TLS || rec[0].Mechanism != "PLAIN" {
@@ -177,7 +178,7 @@ func TestProxyHeaderCarriesTheClientAddress(t *testing.T) {
 	be.Mailboxes = mailboxes("mail1")
 	be.StartOn(&proxyproto.Listener{Listener: ln})
 	t.Cleanup(be.Close)
-	addr := start(t, &Frontend{Pool: poolOf(be), ProxyVersion: 2})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{ProxyVersion: 2}})
 	c := wiretest.DialFrom(t, "127.0.0.3", addr)
 	c.Expect("+OK")
 	c.Send("USER alice", "PASS demo")
@@ -231,7 +232,7 @@ func TestMappedBackendDownIsTemporary(t *testing.T) {
 func TestBruteForceIsThrottledPerAddress(t *testing.T) {
 	be := startBackend(t, "mail1")
 	th := &proxy.Throttle{Limit: 5, Delay: time.Millisecond}
-	addr := start(t, &Frontend{Pool: poolOf(be), Throttle: th})
+	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{Throttle: th}})
 	c := greeted(t, addr)
 	for i := 1; i <= 20; i++ {
 		c.Send("USER alice", "PASS guess")
@@ -285,7 +286,7 @@ func TestPreauthLimits(t *testing.T) {
 }
 
 func TestGoodbyeOnShutdownAndRefusal(t *testing.T) {
-	srv := &proxy.Server{Name: "pop3", Handler: &Frontend{Pool: poolOf(), Log: quiet}, Log: quiet, MaxPerIP: 1}
+	srv := &proxy.Server{Name: "pop3", Handler: &Frontend{Pool: poolOf(), Link: proxy.Link{Log: quiet}}, Log: quiet, MaxPerIP: 1}
 	addr := wiretest.Serve(t, srv)
 	c := greeted(t, addr)
 	extra := wiretest.Dial(t, addr)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // errLineTooLong is a client line longer than Config.MaxLine.
@@ -115,7 +116,7 @@ func (s *session) capa() error {
 }
 
 func (s *session) offersSTLS() bool {
-	return !s.TLS && s.f.EdgeTLS != nil && s.f.TLSMode == TLSStartTLS
+	return !s.TLS && s.f.EdgeTLS != nil && s.f.TLSMode == proxy.TLSStartTLS
 }
 
 func (s *session) loginAllowed() bool { return s.TLS || !s.f.TLSRequired }

@@ -49,7 +49,7 @@ func (s *Session) open(l *Leg) error {
 			return err
 		}
 	}
-	if s.f.BackendImplicitTLS {
+	if s.f.BackendTLSMode == proxy.TLSImplicit {
 		tc := stdtls.Client(l.Conn, l.TLS)
 		if err := tc.Handshake(); err != nil {
 			return fmt.Errorf("tls to %s: %w", l.Name, err)

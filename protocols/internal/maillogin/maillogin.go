@@ -24,7 +24,6 @@ package maillogin
 import (
 	"bufio"
 	"context"
-	stdtls "crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -41,6 +40,11 @@ import (
 // Frontend is what the shared session code reads of a POP3 or IMAP
 // frontend and its listener. It is not changed once sessions use it.
 type Frontend struct {
+	// Link is the listener's: TLS both ways (TLSImplicit towards clients
+	// is TLS from the first byte), PROXY version, idle limit of the
+	// splice, throttle (nil: none) and logger (one line per login and per
+	// session).
+	proxy.Link
 	// Protocol is "pop3" or "imap": the route query's protocol and the
 	// logs' "proto".
 	Protocol string
@@ -49,24 +53,6 @@ type Frontend struct {
 	// Router picks the back-end for a user; nil means rendezvous hashing
 	// on the user over Pool.
 	Router proxy.Router
-	// EdgeTLS is the server TLS configuration for clients.
-	EdgeTLS *stdtls.Config
-	// ImplicitTLS makes clients speak TLS from the first byte.
-	ImplicitTLS bool
-	// BackendTLS is the client TLS configuration for back-ends.
-	BackendTLS *stdtls.Config
-	// BackendImplicitTLS speaks TLS to back-ends from the first byte.
-	BackendImplicitTLS bool
-	// ProxyVersion, 1 or 2, sends a PROXY header to the back-end; 0 none.
-	ProxyVersion byte
-	// Idle ends a spliced session with no byte either way for this long;
-	// 0 means no limit.
-	Idle time.Duration
-	// Throttle slows and stops password guessing; nil means no throttle.
-	Throttle *proxy.Throttle
-	// Log receives one line per login and per session; nil means
-	// slog.Default().
-	Log *slog.Logger
 	// Logins counts login attempts by listener, mechanism and outcome.
 	Logins *prometheus.CounterVec
 	// PreauthTimeout bounds the conversation before login, TLS handshake
@@ -83,12 +69,7 @@ type Frontend struct {
 	Goodbye string
 }
 
-func (f *Frontend) log() *slog.Logger {
-	if f.Log != nil {
-		return f.Log
-	}
-	return slog.Default()
-}
+func (f *Frontend) log() *slog.Logger { return f.Logger() }
 
 func (f *Frontend) router() proxy.Router {
 	if f.Router != nil {
@@ -126,7 +107,7 @@ func (s *Session) Serve(ctx context.Context, conn net.Conn, f *Frontend, preauth
 	s.f, s.Ctx, s.Raw, s.Conn, s.Client = f, ctx, conn, conn, AddrPort(conn.RemoteAddr())
 	s.Log = f.log().With("proto", f.Protocol, "listener", f.Pool.Name, "client", s.Client.String())
 	conn.SetDeadline(time.Now().Add(f.PreauthTimeout))
-	if f.ImplicitTLS {
+	if f.TLSMode == proxy.TLSImplicit {
 		tc, err := tls.ServerHandshake(conn, f.EdgeTLS)
 		if err != nil {
 			s.Log.Info("session", "outcome", "tls_failed", "err", err)
