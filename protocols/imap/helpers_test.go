@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 

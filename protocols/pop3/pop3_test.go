@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/pires/go-proxyproto"

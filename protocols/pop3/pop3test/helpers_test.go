@@ -3,7 +3,7 @@ package pop3test
 import (
 	"testing"
 
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // dial connects to s for a raw conversation, with every read and write

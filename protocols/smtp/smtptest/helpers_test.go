@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 
 	gosmtp "github.com/emersion/go-smtp"
 )
