@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -63,3 +64,16 @@ func (b *FDBudget) take(n int) bool {
 
 // give returns n descriptors.
 func (b *FDBudget) give(n int) { b.used.Add(-int64(n)) }
+
+// localError reports whether a dial failed for a reason of this process
+// or host (out of descriptors, buffers or local ports), which says nothing
+// about the back-end: such failures never count towards passive health.
+// health.LocalError keeps the same list; this package does not import it.
+func localError(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}

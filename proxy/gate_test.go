@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,5 +194,24 @@ func TestLogLimit(t *testing.T) {
 	}
 	if ok, _ := l.allow("per_ip_limit", now.Add(refusalLogInterval)); !ok {
 		t.Error("another reason was held back")
+	}
+}
+
+// Dials that fail for a local reason (out of descriptors) never take a
+// back-end out passively: they say nothing about it.
+func TestLocalDialErrorsDoNotMarkDown(t *testing.T) {
+	b := NewBackend("a", "192.0.2.1:25", 1)
+	down := false
+	p := &Pool{Name: "local-err", Backends: []*Backend{b}, PassiveFailures: 2, OnPassiveDown: func(*Backend) { down = true },
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+		}}
+	for range 5 {
+		if _, _, err := p.Dial(t.Context(), ""); !errors.Is(err, syscall.EMFILE) {
+			t.Fatalf("Dial = %v, want the EMFILE", err)
+		}
+	}
+	if down || !b.Healthy() {
+		t.Error("local dial failures took the back-end down")
 	}
 }
