@@ -37,6 +37,20 @@ type Config struct {
 	Backends map[string]Backend `yaml:"backends"`
 	// Listeners are the ports gatehouse owns.
 	Listeners []Listener `yaml:"listeners"`
+	// Throttle configures the login throttle every listener shares.
+	Throttle LoginThrottle `yaml:"throttle"`
+}
+
+// LoginThrottle configures the login throttle (proxy.Throttle). Its
+// counts are one per user whatever the spelling: realms fold `CORP\alice`
+// (HTTPS), `alice@example.com` (mail) and a bare `alice` into one key.
+type LoginThrottle struct {
+	// Realms maps NetBIOS domain names to DNS domains (CORP: example.com);
+	// empty means only `DNS-DOMAIN\user` is folded into `user@DNS-DOMAIN`.
+	Realms map[string]string `yaml:"realms"`
+	// DefaultRealm is the DNS domain of a bare user name; "" leaves bare
+	// names apart from `user@domain` ones.
+	DefaultRealm string `yaml:"default_realm"`
 }
 
 // Admin configures the admin listener.
