@@ -89,7 +89,7 @@ func (t *Throttle) Failed(ip netip.Addr, user string) (wait time.Duration, block
 		st.Keep(addrKey(ip), w)
 		blocked = true
 	}
-	wait = t.delay() * time.Duration(a*t.limit()/t.addressLimit())
+	wait = t.delay() * time.Duration(a*t.limit()) / time.Duration(t.addressLimit())
 	if user == "" {
 		return min(wait, maxDelay), blocked
 	}

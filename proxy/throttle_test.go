@@ -184,3 +184,16 @@ func TestLocalStoreEvictsKeptLast(t *testing.T) {
 		t.Errorf("b=%d c=%d, want 1 0", st.Count("b"), st.Count("c"))
 	}
 }
+
+// The address's own count slows its answers too: a tenth of Delay per
+// failure with the default limits.
+func TestThrottleAddressDelay(t *testing.T) {
+	th := &Throttle{Delay: time.Second}
+	var wait time.Duration
+	for i := range 25 {
+		wait, _ = th.Failed(attacker, fmt.Sprintf("user%d", i))
+	}
+	if wait != 2500*time.Millisecond {
+		t.Errorf("25th failure from one address, each for another user: wait %v, want 2.5s", wait)
+	}
+}
