@@ -195,19 +195,29 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		if !s.fds.take(SessionFDs) {
-			s.gate.releaseSlot(slot)
-			s.refuseNow(conn, "fd_reserve")
-			continue
-		}
-		if !s.addSession() {
-			s.fds.give(SessionFDs)
-			s.gate.releaseSlot(slot)
-			s.refuse(conn, "shutdown")
+		if !s.start(conn, slot) {
 			return ErrServerClosed
 		}
-		go s.serve(conn, slot)
 	}
+}
+
+// start charges an accepted connection to the descriptor budget, counts
+// it and serves it; it reports false when a shutdown has begun. Past the
+// budget the connection is closed at once, and Serve goes on.
+func (s *Server) start(conn net.Conn, slot string) bool {
+	if !s.fds.take(SessionFDs) {
+		s.gate.releaseSlot(slot)
+		s.refuseNow(conn, "fd_reserve")
+		return true
+	}
+	if !s.addSession() {
+		s.fds.give(SessionFDs)
+		s.gate.releaseSlot(slot)
+		s.refuse(conn, "shutdown")
+		return false
+	}
+	go s.serve(conn, slot)
+	return true
 }
 
 // addSession counts a new session unless shutdown has begun. It holds s.mu,
