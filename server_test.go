@@ -120,7 +120,14 @@ listeners:
 // in the listener is up.
 func backendUp(t *testing.T, srv *Server, listener, backend string) bool {
 	t.Helper()
-	resp, err := http.Get("http://" + srv.AdminAddr() + "/api/status")
+	return adminBackendUp(t, srv.AdminAddr(), listener, backend)
+}
+
+// adminBackendUp is backendUp for the admin listener at addr.
+func adminBackendUp(t *testing.T, admin, listener, backend string) bool {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/api/status")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,7 @@ func TestFloodPastDescriptorLimit(t *testing.T) {
 		if _, err := fmt.Sscanf(sc.Text(), "ADDRS %s %s", &proxyAddr, &adminAddr); err == nil {
 			break
 		}
+		t.Log("child:", sc.Text()) // go test prints a failing child's messages on stdout
 	}
 	if adminAddr == "" {
 		t.Fatal("the child never reported its addresses")
