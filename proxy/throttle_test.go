@@ -60,7 +60,7 @@ func TestThrottleAddressLimitStopsSpraying(t *testing.T) {
 // Failures for alice from elsewhere slow a wrong password from an address
 // alice has not used, by at most SoftDelay, and never from one she has.
 func TestThrottleSoftDelayFromUnknownAddresses(t *testing.T) {
-	th := &Throttle{Delay: time.Second, SoftDelay: 3 * time.Second}
+	th := &Throttle{} // the defaults: 1s a failure, SoftDelay 3s
 	for i := range 30 {
 		th.Failed(netip.AddrFrom4([4]byte{10, 0, byte(i / 5), byte(i)}), "alice") // a botnet, five tries an address
 	}
@@ -195,5 +195,19 @@ func TestThrottleAddressDelay(t *testing.T) {
 	}
 	if wait != 2500*time.Millisecond {
 		t.Errorf("25th failure from one address, each for another user: wait %v, want 2.5s", wait)
+	}
+}
+
+// The README's defaults: 100 failures from one address block it.
+func TestThrottleDefaultAddressLimit(t *testing.T) {
+	th := &Throttle{}
+	for i := range 99 {
+		th.Failed(attacker, fmt.Sprintf("user%d", i))
+	}
+	if th.Blocked(attacker, "") {
+		t.Fatal("blocked after 99 failures")
+	}
+	if _, blocked := th.Failed(attacker, "user99"); !blocked || !th.Blocked(attacker, "anyone") {
+		t.Error("not blocked after 100 failures")
 	}
 }
