@@ -98,6 +98,15 @@ func (b *builder) commit() {
 	for _, c := range b.checks {
 		b.s.monitor.Add(c)
 	}
+	b.s.throttle.SetRealms(proxy.Realms{Domains: b.cfg.Throttle.Realms, Default: b.cfg.Throttle.DefaultRealm})
+}
+
+// gate returns the connection counts of the listener name, one Gate per
+// name for the Server's life: the sessions of an older configuration
+// count against the limits of a reloaded one, so a reload resets no limit.
+func (s *Server) gate(name string) *proxy.Gate {
+	g, _ := s.gates.LoadOrStore(name, proxy.NewGate())
+	return g.(*proxy.Gate)
 }
 
 // abort closes what build opened.
@@ -138,6 +147,7 @@ func (b *builder) listener(lc *Listener) (*listener, error) {
 		Handler:  handler,
 		MaxConns: lc.Limits.MaxConnections,
 		MaxPerIP: lc.Limits.MaxPerIP,
+		Gate:     b.s.gate(lc.Name),
 		Trusted:  trusted,
 		Log:      b.s.log,
 	}

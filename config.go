@@ -47,11 +47,25 @@ type Config struct {
 	Backends map[string]Backend `yaml:"backends"`
 	// Listeners are the ports gatehouse owns.
 	Listeners []Listener `yaml:"listeners"`
+	// Throttle configures the login throttle every listener shares.
+	Throttle LoginThrottle `yaml:"throttle"`
 
 	// src is where each value stands in the file it was parsed from, so
 	// that Check names the line of a missing file; nil for a Config built
 	// in code.
 	src *source
+}
+
+// LoginThrottle configures the login throttle (proxy.Throttle). Its
+// counts are one per user whatever the spelling: realms fold `CORP\alice`
+// (HTTPS), `alice@example.com` (mail) and a bare `alice` into one key.
+type LoginThrottle struct {
+	// Realms maps NetBIOS domain names to DNS domains (CORP: example.com);
+	// empty means only `DNS-DOMAIN\user` is folded into `user@DNS-DOMAIN`.
+	Realms map[string]string `yaml:"realms"`
+	// DefaultRealm is the DNS domain of a bare user name; "" leaves bare
+	// names apart from `user@domain` ones.
+	DefaultRealm string `yaml:"default_realm"`
 }
 
 // Admin configures the admin listener.

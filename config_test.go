@@ -248,3 +248,20 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestThrottleRealmsValidated(t *testing.T) {
+	base := "backends:\n  a: {address: 127.0.0.1}\nlisteners:\n  - {name: l, listen: '127.0.0.1:1', backends: [a]}\n"
+	for yaml, want := range map[string]string{
+		"throttle: {realms: {'CORP.X': example.com}}\n": `"CORP.X" is not a NetBIOS domain name`,
+		"throttle: {realms: {CORP: 'a@b'}}\n":           `"a@b" is not a DNS domain`,
+		"throttle: {default_realm: 'ex ample'}\n":       `"ex ample" is not a DNS domain`,
+	} {
+		_, err := ParseConfig("gh.yaml", []byte(yaml+base))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err %v, want %s", yaml, err, want)
+		}
+	}
+	if _, err := ParseConfig("gh.yaml", []byte("throttle: {realms: {CORP: example.com}, default_realm: example.com}\n"+base)); err != nil {
+		t.Errorf("good realms refused: %v", err)
+	}
+}

@@ -32,6 +32,7 @@ type Server struct {
 	totals    listenerTotals  // the status's counters, kept across reloads
 	reload    func() error    // set by SetReloader
 	throttle  *proxy.Throttle // failed logins, shared by every frontend
+	gates     sync.Map        // listener name → *proxy.Gate, kept across reloads
 
 	reloadMu    sync.Mutex                    // one Reload at a time
 	mu          sync.Mutex                    // guards cfg, listeners, retired, backends and adminStates

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -118,7 +120,14 @@ listeners:
 // in the listener is up.
 func backendUp(t *testing.T, srv *Server, listener, backend string) bool {
 	t.Helper()
-	resp, err := http.Get("http://" + srv.AdminAddr() + "/api/status")
+	return adminBackendUp(t, srv.AdminAddr(), listener, backend)
+}
+
+// adminBackendUp is backendUp for the admin listener at addr.
+func adminBackendUp(t *testing.T, admin, listener, backend string) bool {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/api/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,5 +178,60 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A reload resets no limit: the session the older configuration still
+// serves counts against the reloaded listener's max_per_ip.
+func TestReloadKeepsPerAddressCounts(t *testing.T) {
+	a := echoServer(t, "a")
+	defer a.Close()
+	main := freePort(t)
+	yaml := fmt.Sprintf(`
+admin: {listen: "off"}
+log: {level: error}
+shutdown_grace: 20s
+backends: {a: {address: %q}}
+listeners:
+  - {name: main, listen: %q, backends: [a], limits: {max_per_ip: 1}}
+`, a.Addr(), main)
+	srv := startServer(t, yaml)
+	held := dialLine(t, main)
+	if got := held.ask("one"); got != "a one" {
+		t.Fatalf("first session: %q", got)
+	}
+	if err := srv.Reload(parse(t, yaml)); err != nil {
+		t.Fatal(err)
+	}
+	second := dialLine(t, main)
+	second.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := second.c.Read(make([]byte, 64)); !errors.Is(err, io.EOF) {
+		t.Errorf("a second session from the same address after the reload read %d bytes, %v; want it refused", n, err)
+	}
+	if got := held.ask("two"); got != "a two" {
+		t.Errorf("the first session after the reload: %q", got)
+	}
+}
+
+// throttle.realms reach the shared throttle: CORP\alice and
+// alice@example.com meet.
+func TestThrottleRealmsConfigured(t *testing.T) {
+	a := echoServer(t, "a")
+	defer a.Close()
+	srv := startServer(t, fmt.Sprintf(`
+admin: {listen: "off"}
+log: {level: error}
+throttle: {realms: {CORP: example.com}, default_realm: example.com}
+backends: {a: {address: %q}}
+listeners:
+  - {name: main, listen: %q, backends: [a]}
+`, a.Addr(), freePort(t)))
+	ip := netip.MustParseAddr("192.0.2.1")
+	for range 5 {
+		srv.throttle.Failed(ip, `CORP\alice`)
+		srv.throttle.Failed(ip, "alice@example.com")
+	}
+	if !srv.throttle.Blocked(ip, "alice") {
+		t.Error(`ten failures as CORP\alice and alice@example.com did not block alice`)
 	}
 }

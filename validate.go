@@ -2,6 +2,7 @@ package gatehouse
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -59,6 +60,7 @@ func validate(c *Config, d *decoder) {
 	if len(c.Listeners) == 0 {
 		d.problemAt("listeners", "no listeners: gatehouse would do nothing")
 	}
+	validateThrottle(d, c.Throttle)
 	names := map[string]bool{}
 	for i := range c.Listeners {
 		path := fmt.Sprintf("listeners[%d]", i)
@@ -323,4 +325,25 @@ func sortedBackendNames(m map[string]Backend) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// validateThrottle checks the realms: NetBIOS names and DNS domains, so
+// that a typo cannot silently keep two spellings of one user apart.
+func validateThrottle(d *decoder, t LoginThrottle) {
+	for _, nb := range slices.Sorted(maps.Keys(t.Realms)) {
+		if nb == "" || strings.ContainsAny(nb, `\@. `) {
+			d.problemAt("throttle.realms", "throttle.realms: %q is not a NetBIOS domain name", nb)
+		}
+		if !dnsDomain(t.Realms[nb]) {
+			d.problemAt("throttle.realms."+nb, "throttle.realms.%s: %q is not a DNS domain", nb, t.Realms[nb])
+		}
+	}
+	if t.DefaultRealm != "" && !dnsDomain(t.DefaultRealm) {
+		d.problemAt("throttle.default_realm", "throttle.default_realm: %q is not a DNS domain", t.DefaultRealm)
+	}
+}
+
+// dnsDomain reports whether s looks like a DNS domain (example.com).
+func dnsDomain(s string) bool {
+	return s != "" && !strings.ContainsAny(s, `\@ /:`) && !strings.HasPrefix(s, ".") && !strings.HasSuffix(s, ".")
 }

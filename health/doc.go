@@ -13,4 +13,10 @@
 // package knows nothing of the proxy: the caller wires the callback to its
 // back-ends. State is kept per back-end and check, never per address, because
 // one Exchange server can fail its OWA check while its EWS check passes.
+//
+// A probe that fails for a reason of gatehouse's own ([LocalError]: out of
+// descriptors, buffers or local ports) has learnt nothing about the
+// back-end: the Monitor logs it, counts it as result "unknown" and keeps the
+// check's state, so a flood that exhausts gatehouse never marks its
+// back-ends down.
 package health

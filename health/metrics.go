@@ -24,7 +24,8 @@ var (
 	probesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_health_probes_total",
 		Help: "Health probes run. Labels: backend (back-end name), check (check name), " +
-			"result (ok: the probe passed, fail: it failed).",
+			"result (ok: the probe passed, fail: it failed, unknown: it failed for a local reason " +
+			"such as too many open files, and the state was kept).",
 	}, []string{"backend", "check", "result"})
 )
 
@@ -34,4 +35,5 @@ func deleteSeries(target, check string) {
 	probeDuration.DeleteLabelValues(target, check)
 	probesTotal.DeleteLabelValues(target, check, "ok")
 	probesTotal.DeleteLabelValues(target, check, "fail")
+	probesTotal.DeleteLabelValues(target, check, "unknown")
 }

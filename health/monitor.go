@@ -273,9 +273,17 @@ func (m *Monitor) record(e *entry, r *runner, res result) (t Transition, changed
 	if res.err != nil {
 		outcome, lastErr = "fail", res.err.Error()
 	}
+	if LocalError(res.err) {
+		outcome = "unknown"
+	}
 	probeDuration.WithLabelValues(c.Target, c.Name).Observe(res.latency.Seconds())
 	probesTotal.WithLabelValues(c.Target, c.Name, outcome).Inc()
 	e.status.LastErr, e.status.LastLatency, e.status.LastProbe = lastErr, res.latency, res.start
+	if outcome == "unknown" {
+		m.log.Warn("health probe failed locally; back-end state kept", "target", c.Target, "check", c.Name,
+			"addr", c.Addr, "up", e.v.up, "error", res.err)
+		return t, false, true
+	}
 	if !e.v.observe(res.err == nil, c.Rise, c.Fall) {
 		return t, false, true
 	}

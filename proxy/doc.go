@@ -20,6 +20,18 @@
 //     bytes that arrived in between.
 //   - A connection Serve has counted is served, even if a shutdown begins
 //     before its goroutine runs: reloads hand ports over without a reset.
+//   - Limits outlive configurations: per-address and per-socket counts live
+//     in a Gate the caller keeps per listener across reloads, so sessions
+//     of an older Server count against a newer one's limits.
+//   - Descriptors run out for clients first: every session is charged
+//     SessionFDs against an FDBudget that leaves FDReserve of RLIMIT_NOFILE
+//     to the admin listener, probes and dials; past it a connection is
+//     closed at once. A dial that fails for a local reason (EMFILE…) never
+//     counts against a back-end's health.
+//   - The login Throttle blocks addresses and (user, address) pairs, never
+//     a user everywhere. Its LocalStore is a hand-written two-tier LRU
+//     (container/list): blocks need a tier of their own that plain entries
+//     cannot evict, which no kept library offers.
 //   - This package never imports health or a protocol package; health state
 //     arrives through Backend.SetHealthy.
 package proxy

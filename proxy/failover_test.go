@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,15 @@ import (
 // loadRun is many clients holding sessions through the proxy while a
 // back-end dies under them. Each client opens a session, reads the
 // back-end's banner, echoes a line every 50ms for a while, leaves, and
-// opens the next one, until end.
+// opens the next one, until the run ends for it: once end has passed and
+// it has begun a session after the kill, or at hardEnd. The phases are
+// set by what happened, not by the clock, so a slow machine stretches
+// them instead of failing the test.
 type loadRun struct {
-	addr   string
-	end    time.Time
-	killed atomic.Bool // set once the dead back-end's listener and conns are closed
+	addr    string
+	end     atomic.Int64 // unix nanoseconds; 0 until the kill sets it
+	hardEnd time.Time
+	killed  atomic.Bool // set once the dead back-end's listener and conns are closed
 
 	mu       sync.Mutex
 	sessions map[string]int // "before a", "after b", "broken a", ...
@@ -42,7 +47,8 @@ func (r *loadRun) fail(format string, args ...any) {
 // client runs one client's sessions one after another.
 func (r *loadRun) client(id int) {
 	mustWork := false // the previous session died with its back-end
-	for n := 0; time.Now().Before(r.end); n++ {
+	beganAfter := false
+	for n := 0; !r.over(beganAfter); n++ {
 		mustWork = mustWork || r.killed.Load()
 		c, err := dialFrom("127.0.0.1", r.addr)
 		if err != nil {
@@ -51,8 +57,30 @@ func (r *loadRun) client(id int) {
 		}
 		broken := r.session(c, fmt.Sprintf("c%d s%d", id, n), mustWork)
 		c.conn.Close()
+		beganAfter = beganAfter || mustWork
 		mustWork = mustWork || broken
 	}
+}
+
+// over reports whether a client is done.
+func (r *loadRun) over(beganAfter bool) bool {
+	now := time.Now()
+	end := r.end.Load()
+	return now.After(r.hardEnd) || (end != 0 && beganAfter && now.UnixNano() > end)
+}
+
+// counts returns a copy of the session counts.
+func (r *loadRun) counts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.sessions)
+}
+
+// live returns the echo server's open connections.
+func (e *echoServer) live() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.conns)
 }
 
 // session runs one session and reports whether it broke under the client.
@@ -103,12 +131,15 @@ func (r *loadRun) session(c *client, id string, mustWork bool) (broken bool) {
 func TestFailoverUnderLoad(t *testing.T) {
 	a, b := startEcho(t, "a"), startEcho(t, "b")
 	ba, bb := NewBackend("a", a.Addr(), 1), NewBackend("b", b.Addr(), 1)
-	pool := &Pool{Name: "failover", Backends: []*Backend{ba, bb}, ConnectTimeout: time.Second}
+	// The dead back-end refuses at once; the connect timeout only bounds
+	// dials to the survivor, which a loaded machine (200 clients, the race
+	// detector, other tests) can leave unscheduled for over a second.
+	pool := &Pool{Name: "failover", Backends: []*Backend{ba, bb}, ConnectTimeout: wait}
 	addr := startProxy(t, tcpProxy("failover", pool))
 	failoversBefore := testutil.ToFloat64(failovers.WithLabelValues("failover", "b"))
 
-	const clients, killAfter, runFor = 200, 700 * time.Millisecond, 2 * time.Second
-	r := &loadRun{addr: addr, end: time.Now().Add(runFor), sessions: map[string]int{}}
+	const clients, runAfter = 200, 1300 * time.Millisecond
+	r := &loadRun{addr: addr, hardEnd: time.Now().Add(60 * time.Second), sessions: map[string]int{}}
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Add(1)
@@ -117,9 +148,15 @@ func TestFailoverUnderLoad(t *testing.T) {
 			r.client(i)
 		}()
 	}
-	time.Sleep(killAfter)
+	// The kill comes once both back-ends have served sessions and the
+	// doomed one holds live ones, however long a busy machine takes.
+	eventually(30*time.Second, func() bool {
+		c := r.counts()
+		return c["before a"] >= 20 && c["before b"] >= 20 && a.live() >= 10
+	})
 	a.kill()
 	r.killed.Store(true)
+	r.end.Store(time.Now().Add(runAfter).UnixNano())
 	wg.Wait()
 
 	for _, f := range r.failures {
@@ -132,8 +169,8 @@ func TestFailoverUnderLoad(t *testing.T) {
 	if r.sessions["broken a"] == 0 {
 		t.Errorf("the kill hit no live session, so it proved nothing: %v", r.sessions)
 	}
-	if r.sessions["after b"] < clients/2 {
-		t.Errorf("only %d sessions begun after the kill, want most clients to begin one", r.sessions["after b"])
+	if r.sessions["after b"] < clients {
+		t.Errorf("only %d sessions begun after the kill reached b, want every client to begin one", r.sessions["after b"])
 	}
 	if ba.Healthy() {
 		t.Error("the dead back-end is still considered healthy after failed dials")

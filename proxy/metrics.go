@@ -19,7 +19,7 @@ var (
 	}, []string{"listener"})
 	refusedTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_sessions_refused_total",
-		Help: "Client connections refused before any routing, by listener and reason (per_ip_limit, proxy_header, shutdown).",
+		Help: "Client connections refused before any routing, by listener and reason (per_ip_limit, proxy_header, shutdown, fd_reserve).",
 	}, []string{"listener", "reason"})
 	backendSessions = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gatehouse_backend_sessions_active",

@@ -37,8 +37,9 @@ type parkedSplice struct {
 	stopCtx   func() bool
 	done      func(up, down int64, err error)
 
-	mu  sync.Mutex
-	err error
+	mu       sync.Mutex
+	err      error
+	finished bool // the timer may not be armed again
 }
 
 // parkedLeg is one direction.
@@ -177,14 +178,23 @@ func (l *parkedLeg) end() {
 }
 
 // checkIdle ends the session when no byte moved for the idle time, else
-// waits for the rest of it.
+// waits for the rest of it. It rearms the timer under the lock that
+// finish takes, so a check that began as the splice finished cannot arm
+// it again.
 func (s *parkedSplice) checkIdle() {
-	since := time.Since(time.Unix(0, s.last.Load()))
-	if since >= s.idle {
-		s.abort(ErrIdle)
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
 		return
 	}
-	s.timer.Reset(s.idle - since)
+	since := time.Since(time.Unix(0, s.last.Load()))
+	if since < s.idle {
+		s.timer.Reset(s.idle - since)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.abort(ErrIdle)
 }
 
 // abort ends both directions: running ones see the flag or fail on the
@@ -216,13 +226,14 @@ func (s *parkedSplice) fail(err error) {
 
 // finish runs once, after both legs ended.
 func (s *parkedSplice) finish() {
+	s.mu.Lock()
+	s.finished = true
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	s.stopCtx()
-	s.mu.Lock()
 	err := s.err
 	s.mu.Unlock()
+	s.stopCtx()
 	s.done(s.legs[0].n.Load(), s.legs[1].n.Load(), err)
 }
 

@@ -162,3 +162,28 @@ func TestParkedSpliceReset(t *testing.T) {
 		t.Fatal("reset did not end the parked session")
 	}
 }
+
+// An idle check that began just before the splice finished (its timer
+// fired as the last leg ended) does not arm the timer again: a finished
+// splice holds no timer.
+func TestParkedFinishedSpliceKeepsNoTimer(t *testing.T) {
+	p := newTestParker(t)
+	cApp, cProxy := tcpPair(t)
+	bApp, bProxy := tcpPair(t)
+	done := make(chan struct{})
+	s, err := p.splice(context.Background(), cProxy, bProxy, time.Hour, quiet, func(int64, int64, error) { close(done) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cApp.Close()
+	bApp.Close()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("the splice did not end")
+	}
+	s.checkIdle() // the late idle check
+	if s.timer.Stop() {
+		t.Error("the idle timer was armed again after the splice finished")
+	}
+}

@@ -128,6 +128,10 @@ func (p *Pool) dialOne(ctx context.Context, b *Backend) (net.Conn, error) {
 		dial = backendDialer.DialContext
 	}
 	conn, err := dial(dctx, "tcp", b.Addr)
+	if err != nil && localError(err) {
+		// gatehouse's own shortage says nothing about the back-end
+		return nil, fmt.Errorf("dial %s (%s): %w", b.Name, b.Addr, err)
+	}
 	if err != nil {
 		dialFailures.WithLabelValues(p.Name, b.Name).Inc()
 		limit := p.PassiveFailures

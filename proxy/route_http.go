@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -94,7 +95,7 @@ func (h *httpRouter) lookup(ctx context.Context, q RouteQuery) (cachedRoute, err
 		h.log.Warn("route lookup failed", "listener", h.pool.Name, "err", err)
 		return cachedRoute{}, fmt.Errorf("%w: lookup: %w", ErrRouteUnavailable, err)
 	}
-	resp.Body.Close()
+	drainBody(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		h.log.Warn("route lookup failed", "listener", h.pool.Name, "status", resp.Status)
 		return cachedRoute{}, fmt.Errorf("%w: lookup answered %s", ErrRouteUnavailable, resp.Status)
@@ -226,4 +227,15 @@ func unescapeAuth(s string) string {
 		return s
 	}
 	return u
+}
+
+// maxDrain bounds what is read of a lookup answer's body, which carries
+// nothing gatehouse uses: a body read to its end lets the transport reuse
+// the connection; a longer one is cut, and its connection closed.
+const maxDrain = 64 << 10
+
+// drainBody reads up to maxDrain of body and closes it.
+func drainBody(body io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(body, maxDrain))
+	body.Close()
 }

@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,4 +151,41 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// Lookups reuse one connection to the service: the answer's body is read
+// (up to a bound) before it is closed, for refusals as for answers.
+func TestRouteHTTPReusesConnections(t *testing.T) {
+	var conns atomic.Int32
+	body := strings.Repeat("the lookup service talks a lot\n", 200)
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Auth-Pass") == "p%20w" {
+			w.Header().Set("Auth-Status", "OK")
+			w.Header().Set("Auth-Server", "127.0.0.1")
+			w.Header().Set("Auth-Port", "2")
+		} else {
+			w.Header().Set("Auth-Status", "Invalid login or password")
+		}
+		io.WriteString(w, body)
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	r := httpRouterFor(t, routePool(3), s.URL, 0)
+	wrong := aliceQuery
+	wrong.Pass = "guess"
+	for i := range 6 {
+		q := aliceQuery
+		if i%2 == 1 {
+			q = wrong
+		}
+		r.Route(context.Background(), q)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("6 lookups opened %d connections, want 1", n)
+	}
 }

@@ -28,49 +28,6 @@ type Refuser interface {
 	Refuse(conn net.Conn, reason string)
 }
 
-// ClientConn is an accepted client connection: the raw TCP socket, kept raw
-// so Splice can use splice(2), and the client's real address.
-type ClientConn struct {
-	*net.TCPConn
-	// Header is the PROXY header a trusted upstream sent, or nil.
-	Header *proxyproto.Header
-	remote net.Addr
-
-	cleanup   []func() // what ends the session, in order of adding
-	handedOff bool
-}
-
-// RemoteAddr returns the client's address: the PROXY header's source when
-// a trusted upstream sent one, else the socket's peer.
-func (c *ClientConn) RemoteAddr() net.Addr { return c.remote }
-
-// HandOff lets a handler return from ServeConn while its session goes on
-// without a goroutine of its own (a parked splice). The Server then keeps
-// the connection open and counted; end, which must be called exactly once
-// when the session is over, closes it and does the Server's bookkeeping.
-func (c *ClientConn) HandOff() (end func()) {
-	c.handedOff = true
-	return c.end
-}
-
-// atEnd adds f to what ends the session, run in reverse order of adding.
-func (c *ClientConn) atEnd(f func()) { c.cleanup = append(c.cleanup, f) }
-
-func (c *ClientConn) end() {
-	for i := len(c.cleanup) - 1; i >= 0; i-- {
-		c.cleanup[i]()
-	}
-	c.cleanup = nil
-}
-
-// endUnlessHandedOff ends the session when ServeConn returns, unless the
-// handler handed it off.
-func (c *ClientConn) endUnlessHandedOff() {
-	if !c.handedOff {
-		c.end()
-	}
-}
-
 // Server accepts client connections on one or more listeners and runs a
 // Handler for each, enforcing connection limits. Set the fields before
 // Serve; the zero value of each is documented.
@@ -79,12 +36,22 @@ type Server struct {
 	Name string
 	// Handler serves each connection; required.
 	Handler Handler
-	// MaxConns caps simultaneous connections per listening socket; further
-	// clients wait in the kernel's backlog. 0 means no cap.
+	// MaxConns caps simultaneous connections per listening address;
+	// further clients wait in the kernel's backlog. 0 means no cap.
 	MaxConns int
-	// MaxPerIP caps simultaneous connections from one client address; the
-	// next one is refused at once. 0 means no cap.
+	// MaxPerIP caps simultaneous connections from one client address (the
+	// address a trusted upstream's PROXY header gives, else the peer's);
+	// the next one is refused at once. 0 means no cap.
 	MaxPerIP int
+	// Gate counts the sessions that MaxConns and MaxPerIP limit. Give every
+	// Server of one listener the same Gate, across reloads, so that the
+	// sessions of an older configuration still count; nil means a Gate of
+	// this Server's own.
+	Gate *Gate
+	// FDs is the descriptor budget each session is charged SessionFDs
+	// against; past it a new connection is closed at once (reason
+	// fd_reserve). nil means ProcessFDBudget().
+	FDs *FDBudget
 	// Trusted lists upstream proxies (load balancers) that must send a PROXY
 	// header; clients outside it must not, and any header they send is
 	// taken as data and refused by the protocol. Empty means no upstream
@@ -99,7 +66,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]*serving
 	conns     map[net.Conn]struct{}
-	perIP     map[netip.Addr]int
+	gate      *Gate
+	fds       *FDBudget
+	logLimit  logLimit
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	baseCtx   context.Context
@@ -118,7 +87,13 @@ func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.listeners = make(map[net.Listener]*serving)
 		s.conns = make(map[net.Conn]struct{})
-		s.perIP = make(map[netip.Addr]int)
+		s.gate, s.fds = s.Gate, s.FDs
+		if s.gate == nil {
+			s.gate = NewGate()
+		}
+		if s.fds == nil {
+			s.fds = ProcessFDBudget()
+		}
 		s.draining = make(chan struct{})
 		s.baseCtx, s.cancel = context.WithCancel(context.Background())
 		s.baseCtx = context.WithValue(s.baseCtx, drainKey{}, s.draining)
@@ -176,20 +151,18 @@ func (s *Server) Go(ln net.Listener, done func(error)) {
 // serveTracked is Serve's accept loop on a registered socket.
 func (s *Server) serveTracked(ln net.Listener, sv *serving) error {
 	defer s.untrack(ln, sv)
-	// MaxConns is a semaphore rather than netutil.LimitListener, whose
-	// wrapped connections would hide the *net.TCPConn that serve needs.
-	var slots chan struct{}
-	if s.MaxConns > 0 {
-		slots = make(chan struct{}, s.MaxConns)
-	}
+	// MaxConns is counted in the Gate rather than by netutil.LimitListener,
+	// whose wrapped connections would hide the *net.TCPConn that serve
+	// needs, and whose count would end with this Server.
+	slot := ln.Addr().String()
 	var backoff time.Duration
 	for {
-		if !s.acquireSlot(slots, sv) {
+		if !s.gate.acquireSlot(slot, s.MaxConns, s.draining, sv.released) {
 			return ErrServerClosed
 		}
 		conn, err := ln.Accept()
 		if err != nil {
-			releaseSlot(slots)
+			s.gate.releaseSlot(slot)
 			if s.closing.Load() || released(sv) {
 				return ErrServerClosed
 			}
@@ -201,35 +174,29 @@ func (s *Server) serveTracked(ln net.Listener, sv *serving) error {
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		if !s.addSession() {
-			releaseSlot(slots)
-			s.refuse(conn, "shutdown")
+		if !s.start(conn, slot) {
 			return ErrServerClosed
 		}
-		go s.serve(conn, slots)
 	}
 }
 
-// acquireSlot waits for one of MaxConns slots (at once when slots is nil),
-// giving up when shutdown begins.
-func (s *Server) acquireSlot(slots chan struct{}, sv *serving) bool {
-	if slots == nil {
+// start charges an accepted connection to the descriptor budget, counts
+// it and serves it; it reports false when a shutdown has begun. Past the
+// budget the connection is closed at once, and Serve goes on.
+func (s *Server) start(conn net.Conn, slot string) bool {
+	if !s.fds.take(SessionFDs) {
+		s.gate.releaseSlot(slot)
+		s.refuseNow(conn, "fd_reserve")
 		return true
 	}
-	select {
-	case slots <- struct{}{}:
-		return true
-	case <-s.draining:
-		return false
-	case <-sv.released:
+	if !s.addSession() {
+		s.fds.give(SessionFDs)
+		s.gate.releaseSlot(slot)
+		s.refuse(conn, "shutdown")
 		return false
 	}
-}
-
-func releaseSlot(slots chan struct{}) {
-	if slots != nil {
-		<-slots
-	}
+	go s.serve(conn, slot)
+	return true
 }
 
 // addSession counts a new session unless shutdown has begun. It holds s.mu,
@@ -260,25 +227,27 @@ func isTemporary(err error) bool {
 // serve runs one connection: limits, PROXY header, handler, cleanup. The
 // cleanup runs when the handler returns, or, for a session the handler
 // handed off (ClientConn.HandOff), when that session ends.
-func (s *Server) serve(raw net.Conn, slots chan struct{}) {
+func (s *Server) serve(raw net.Conn, slot string) {
 	tcp, ok := raw.(*net.TCPConn)
 	if !ok {
 		raw.Close()
-		releaseSlot(slots)
+		s.fds.give(SessionFDs)
+		s.gate.releaseSlot(slot)
 		s.wg.Done()
 		s.log().Error("listener returned a non-TCP connection", "listener", s.Name)
 		return
 	}
 	conn := &ClientConn{TCPConn: tcp, remote: tcp.RemoteAddr()}
 	conn.atEnd(s.wg.Done)
-	conn.atEnd(func() { releaseSlot(slots) })
+	conn.atEnd(func() { s.gate.releaseSlot(slot) })
+	conn.atEnd(func() { s.fds.give(SessionFDs) })
 	defer conn.endUnlessHandedOff()
-	peer := addrOf(conn.remote)
-	if !s.admit(conn, peer) {
+	s.register(conn)
+	conn.atEnd(func() { s.unregister(conn) })
+	if s.trusted(addrOf(conn.remote)) && !s.readHeader(conn) {
 		return
 	}
-	conn.atEnd(func() { s.release(conn, peer) })
-	if s.trusted(peer) && !s.readHeader(conn) {
+	if !s.admit(conn) {
 		return
 	}
 	s.accepted.Add(1)
@@ -290,48 +259,65 @@ func (s *Server) serve(raw net.Conn, slots chan struct{}) {
 	s.Handler.ServeConn(s.baseCtx, conn)
 }
 
-// admit applies the per-IP limit and registers the connection; on refusal
-// it tells the client and closes the connection.
+// register makes the connection one that Close closes.
 //
 // A connection accepted before a shutdown began is served even when its
 // goroutine gets here after it began (Serve counted it under the lock that
 // starts a shutdown): refusing it then would reset a client that a reload
 // or a drain promised to serve.
-func (s *Server) admit(conn *ClientConn, peer netip.Addr) bool {
+func (s *Server) register(conn *ClientConn) {
 	s.mu.Lock()
-	over := s.MaxPerIP > 0 && s.perIP[peer] >= s.MaxPerIP
-	if !over {
-		s.perIP[peer]++
-		s.conns[conn] = struct{}{}
-	}
+	s.conns[conn] = struct{}{}
 	s.mu.Unlock()
-	if over {
-		s.refuse(conn, "per_ip_limit")
-		return false
-	}
-	return true
 }
 
-func (s *Server) release(conn *ClientConn, peer netip.Addr) {
+func (s *Server) unregister(conn *ClientConn) {
 	conn.Close()
 	s.mu.Lock()
-	if s.perIP[peer]--; s.perIP[peer] <= 0 {
-		delete(s.perIP, peer)
-	}
 	delete(s.conns, conn)
 	s.mu.Unlock()
 }
 
+// admit applies the per-IP limit to the client's address (after a
+// trusted upstream's PROXY header, the address it gave); on refusal it
+// tells the client and closes the connection.
+func (s *Server) admit(conn *ClientConn) bool {
+	ip := addrOf(conn.remote)
+	if !s.gate.admitIP(ip, s.MaxPerIP) {
+		s.refuse(conn, "per_ip_limit")
+		return false
+	}
+	conn.atEnd(func() { s.gate.releaseIP(ip) })
+	return true
+}
+
 // refuse counts, logs and answers a refused connection, then closes it.
 func (s *Server) refuse(conn net.Conn, reason string) {
-	s.refused.Add(1)
-	refusedTotal.WithLabelValues(s.Name, reason).Inc()
-	s.log().Warn("connection refused", "listener", s.Name, "client", conn.RemoteAddr().String(), "reason", reason)
+	s.countRefusal(conn, reason)
 	if r, ok := s.Handler.(Refuser); ok {
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		r.Refuse(conn, reason)
 	}
 	conn.Close()
+}
+
+// refuseNow closes a refused connection without a word: when descriptors
+// run short, the one this connection holds is given back at once.
+func (s *Server) refuseNow(conn net.Conn, reason string) {
+	conn.Close()
+	s.countRefusal(conn, reason)
+}
+
+// countRefusal counts a refusal and logs it, one line per reason per
+// refusalLogInterval with the number held back, so that a flood of
+// refusals cannot flood the log.
+func (s *Server) countRefusal(conn net.Conn, reason string, attrs ...any) {
+	s.refused.Add(1)
+	refusedTotal.WithLabelValues(s.Name, reason).Inc()
+	if ok, held := s.logLimit.allow(reason, time.Now()); ok {
+		s.log().Warn("connection refused", append([]any{"listener", s.Name, "client", conn.RemoteAddr().String(),
+			"reason", reason, "refusals_not_logged", held}, attrs...)...)
+	}
 }
 
 // readHeader reads a trusted upstream's PROXY header into conn.
@@ -342,9 +328,7 @@ func (s *Server) readHeader(conn *ClientConn) bool {
 	}
 	h, err := ReadProxyHeader(conn.TCPConn, timeout)
 	if err != nil {
-		s.refused.Add(1)
-		refusedTotal.WithLabelValues(s.Name, "proxy_header").Inc()
-		s.log().Warn("PROXY header refused", "listener", s.Name, "upstream", conn.remote.String(), "err", err)
+		s.countRefusal(conn, "proxy_header", "err", err)
 		return false
 	}
 	conn.Header = h
@@ -364,11 +348,15 @@ func (s *Server) trusted(a netip.Addr) bool {
 }
 
 // recoverSession is the last net for a panicking handler: the session ends
-// with a logged stack, and every other session goes on.
-func (s *Server) recoverSession(conn net.Conn) {
+// with a logged stack, and every other session goes on. A session the
+// handler handed off before panicking ends here too: what it was handed
+// to may never end it, and a session left counted would hold every
+// Shutdown for its whole grace.
+func (s *Server) recoverSession(conn *ClientConn) {
 	if v := recover(); v != nil {
 		s.log().Error("session panicked", "listener", s.Name, "client", conn.RemoteAddr().String(),
 			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		conn.end()
 	}
 }
 

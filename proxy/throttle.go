@@ -4,130 +4,219 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Throttle slows and then stops password guessing. Every frontend shares
-// one per process, so failed SMTP AUTH, POP3/IMAP logins and HTTP 401s all
-// count against the same client address and the same user name: a guesser
-// cannot switch protocols to start over.
+// Throttle slows and then stops password guessing without letting a
+// guesser lock anyone out (the models are Dovecot's auth penalty and
+// Microsoft's smart lockout). Every frontend shares one per process, so
+// failed SMTP AUTH, POP3/IMAP logins and HTTP 401s all count against the
+// same keys: a guesser cannot switch protocols to start over, and Realms
+// make `CORP\alice`, `alice@example.com` and `alice` one user.
 //
-// Each failure within Window adds to two counters, the client address's
-// and the user's. The caller waits Delay × failures before answering (so
-// a wrong user and a wrong password take as long), and once either counter
-// reaches Limit the client is told to go away until the window passes.
-// The zero value uses the defaults documented on each field.
+// Each failure within Window counts three times: for the client address,
+// for the user at that address, and for the user anywhere. Only the first
+// two block: an address after AddressLimit failures (whatever the users),
+// a user at one address after Limit. The user-wide count never blocks and
+// never delays a correct password; it only lengthens, up to SoftDelay, the
+// pause before a wrong-password answer from an address the user has not
+// logged in from lately. So a correct password from an address that has
+// not failed is never refused, however many addresses guess at the user.
+//
+// Counters live in Store (a LocalStore with a cap of DefaultMaxEntries when
+// nil); blocks are kept there, so churning keys cannot evict a block. The
+// zero value uses the defaults documented on each field; set the fields
+// before first use.
 type Throttle struct {
-	// Limit is how many failures within Window block an address or user;
-	// 0 means 10.
+	// Limit is how many failures of one user from one address within
+	// Window block that user at that address; 0 means 10.
 	Limit int
-	// Window is how long a failure counts; 0 means 15 minutes.
+	// AddressLimit is how many failures from one address, for any users,
+	// within Window block the address; 0 means 100 (a company's NAT
+	// carries many users, each with an old password on some phone).
+	AddressLimit int
+	// Window is how long a failure counts, and a block lasts from the
+	// failure that reached it; 0 means 15 minutes.
 	Window time.Duration
-	// Delay is the pause per failure before the answer; 0 means 1s, and
-	// the pause never exceeds 10s.
+	// Delay is the pause per failure before a wrong-password answer; 0
+	// means 1s. The pause never exceeds 10s.
 	Delay time.Duration
+	// SoftDelay caps the pause that failures for the user from other
+	// addresses add at an address the user has not logged in from within
+	// a week; 0 means 3s.
+	SoftDelay time.Duration
+	// Store keeps the counters; nil means a LocalStore of DefaultMaxEntries.
+	Store CounterStore
 
-	mu    sync.Mutex
-	byKey map[string]*failures
-	swept time.Time
+	realms    atomic.Pointer[Realms]
+	storeOnce sync.Once
+	store     CounterStore
 }
 
-// failures is the failure count of one key within its window.
-type failures struct {
-	n     int
-	first time.Time
+// familiarFor is how long a successful login makes an address familiar
+// for its user (no soft delay for that user's failures there).
+const familiarFor = 7 * 24 * time.Hour
+
+// maxDelay bounds every pause before a wrong-password answer.
+const maxDelay = 10 * time.Second
+
+// SetRealms sets how user names are folded into one key. It is safe to
+// call while the Throttle is in use (a reload).
+func (t *Throttle) SetRealms(r Realms) {
+	r = r.normalized()
+	t.realms.Store(&r)
 }
 
-// Blocked reports whether the address or the user has used up its
-// failures. Check it before trying a login: a blocked client is refused
-// without asking the back-end.
+// Blocked reports whether the address, or the user at this address, has
+// used up its failures. Check it before trying a login: a blocked client
+// is refused without asking the back-end. Failures for the user from
+// other addresses never block here.
 func (t *Throttle) Blocked(ip netip.Addr, user string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := time.Now()
-	return t.count(ipKey(ip), now) >= t.limit() || (user != "" && t.count(userKey(user), now) >= t.limit())
+	st := t.counters()
+	if st.Count(addrKey(ip)) >= t.addressLimit() {
+		return true
+	}
+	return user != "" && st.Count(pairKey(t.canonical(user), ip)) >= t.limit()
 }
 
 // Failed records a failed login and returns how long to wait before
 // answering, and whether the client is now blocked.
 func (t *Throttle) Failed(ip netip.Addr, user string) (wait time.Duration, blocked bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := time.Now()
-	t.sweep(now)
-	n := t.add(ipKey(ip), now)
-	if user != "" {
-		n = max(n, t.add(userKey(user), now))
+	st, w := t.counters(), t.window()
+	a := st.Incr(addrKey(ip), w)
+	if a >= t.addressLimit() {
+		st.Keep(addrKey(ip), w)
+		blocked = true
 	}
-	wait = min(time.Duration(n)*t.delay(), 10*time.Second)
-	return wait, n >= t.limit()
+	wait = t.delay() * time.Duration(a*t.limit()) / time.Duration(t.addressLimit())
+	if user == "" {
+		return min(wait, maxDelay), blocked
+	}
+	u := t.canonical(user)
+	p := st.Incr(pairKey(u, ip), w)
+	if p >= t.limit() {
+		st.Keep(pairKey(u, ip), w)
+		blocked = true
+	}
+	wait = max(wait, t.delay()*time.Duration(p))
+	elsewhere := st.Incr(userKey(u), w) - p
+	if elsewhere > 0 && st.Count(familiarKey(u, ip)) == 0 {
+		wait = max(wait, min(t.delay()*time.Duration(elsewhere), t.softDelay()))
+	}
+	return min(wait, maxDelay), blocked
 }
 
-// Succeeded forgets the user's failures (not the address's: a guesser who
-// owns one account must not reset its count with it).
-func (t *Throttle) Succeeded(user string) {
-	t.mu.Lock()
-	delete(t.byKey, userKey(user))
-	t.mu.Unlock()
-}
-
-func (t *Throttle) add(key string, now time.Time) int {
-	if t.byKey == nil {
-		t.byKey = make(map[string]*failures)
-	}
-	f := t.byKey[key]
-	if f == nil || now.Sub(f.first) > t.window() {
-		f = &failures{first: now}
-		t.byKey[key] = f
-	}
-	f.n++
-	return f.n
-}
-
-func (t *Throttle) count(key string, now time.Time) int {
-	f := t.byKey[key]
-	if f == nil || now.Sub(f.first) > t.window() {
-		return 0
-	}
-	return f.n
-}
-
-// sweep drops expired entries at most once per window, so the map stays
-// as small as the set of recent offenders.
-func (t *Throttle) sweep(now time.Time) {
-	if now.Sub(t.swept) < t.window() {
+// Succeeded records a successful login: it forgets the user's failures at
+// this address and makes the address familiar for the user. The address's
+// own count stays (a guesser who owns one account must not reset its
+// count with it), as does the user-wide count.
+func (t *Throttle) Succeeded(ip netip.Addr, user string) {
+	if user == "" {
 		return
 	}
-	t.swept = now
-	for k, f := range t.byKey {
-		if now.Sub(f.first) > t.window() {
-			delete(t.byKey, k)
+	st, u := t.counters(), t.canonical(user)
+	st.Delete(pairKey(u, ip))
+	st.Incr(familiarKey(u, ip), familiarFor)
+}
+
+// counters returns the store, making the default one on first use.
+func (t *Throttle) counters() CounterStore {
+	t.storeOnce.Do(func() {
+		t.store = t.Store
+		if t.store == nil {
+			t.store = NewLocalStore(0)
+		}
+	})
+	return t.store
+}
+
+func (t *Throttle) canonical(user string) string {
+	if r := t.realms.Load(); r != nil {
+		return r.Canonical(user)
+	}
+	return strings.ToLower(user)
+}
+
+func (t *Throttle) limit() int        { return positive(t.Limit, 10) }
+func (t *Throttle) addressLimit() int { return positive(t.AddressLimit, 100) }
+
+func (t *Throttle) window() time.Duration    { return positiveDur(t.Window, 15*time.Minute) }
+func (t *Throttle) delay() time.Duration     { return positiveDur(t.Delay, time.Second) }
+func (t *Throttle) softDelay() time.Duration { return positiveDur(t.SoftDelay, 3*time.Second) }
+
+func positive(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func positiveDur(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// The store's keys; '|' cannot occur in an address, and a user name that
+// holds one only makes its own key longer.
+func addrKey(ip netip.Addr) string               { return "a|" + ip.String() }
+func userKey(u string) string                    { return "u|" + u }
+func pairKey(u string, ip netip.Addr) string     { return "p|" + ip.String() + "|" + u }
+func familiarKey(u string, ip netip.Addr) string { return "f|" + ip.String() + "|" + u }
+
+// Realms fold the spellings of one account into one throttle key:
+// `CORP\alice` (Windows clients over HTTPS), `alice@example.com` (mail
+// clients) and a bare `alice`.
+type Realms struct {
+	// Domains maps NetBIOS domain names (any case) to DNS domains, e.g.
+	// CORP: example.com.
+	Domains map[string]string
+	// Default is the DNS domain of a bare user name; "" leaves bare names
+	// as they are.
+	Default string
+}
+
+// normalized returns r with lower-case domain names.
+func (r Realms) normalized() Realms {
+	n := Realms{Default: strings.ToLower(r.Default), Domains: make(map[string]string, len(r.Domains))}
+	for k, v := range r.Domains {
+		n.Domains[strings.ToLower(k)] = strings.ToLower(v)
+	}
+	return n
+}
+
+// Canonical returns the one spelling of user: lower case, `DOMAIN\name`
+// turned into `name@dns-domain` when DOMAIN is a known NetBIOS name (or
+// itself a DNS name), and a bare name given the default domain. Other
+// names come back lower-cased.
+func (r Realms) Canonical(user string) string {
+	u := strings.ToLower(user)
+	if dom, name, ok := strings.Cut(u, `\`); ok {
+		if d := r.domain(dom); d != "" {
+			return name + "@" + d
+		}
+		if strings.Contains(dom, ".") {
+			return name + "@" + dom
+		}
+		return u
+	}
+	if !strings.Contains(u, "@") && r.Default != "" {
+		return u + "@" + r.Default
+	}
+	return u
+}
+
+// domain returns the DNS domain of a NetBIOS name, matched in any case.
+func (r Realms) domain(netbios string) string {
+	if d, ok := r.Domains[netbios]; ok {
+		return strings.ToLower(d)
+	}
+	for k, d := range r.Domains {
+		if strings.EqualFold(k, netbios) {
+			return strings.ToLower(d)
 		}
 	}
+	return ""
 }
-
-func (t *Throttle) limit() int {
-	if t.Limit <= 0 {
-		return 10
-	}
-	return t.Limit
-}
-
-func (t *Throttle) window() time.Duration {
-	if t.Window <= 0 {
-		return 15 * time.Minute
-	}
-	return t.Window
-}
-
-func (t *Throttle) delay() time.Duration {
-	if t.Delay <= 0 {
-		return time.Second
-	}
-	return t.Delay
-}
-
-func ipKey(ip netip.Addr) string { return "ip:" + ip.String() }
-
-// userKey folds case: mail systems treat Alice and alice as one mailbox.
-func userKey(u string) string { return "user:" + strings.ToLower(u) }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"testing"
 	"time"
-
 )
 
 // Server is what Serve runs: a proxy.Server, or anything shaped like one

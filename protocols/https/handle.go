@@ -259,7 +259,7 @@ func (s *session) accountLogin(r *request, status int) {
 		case <-s.ctx.Done():
 		}
 	case status < 400 && r.creds.user != "":
-		t.Succeeded(r.creds.user)
+		t.Succeeded(s.ip, r.creds.user)
 	}
 }
 

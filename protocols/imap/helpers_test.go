@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/maillogin"
-	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/pires/go-proxyproto"
 )

@@ -231,7 +231,7 @@ func TestMappedBackendDownIsTemporary(t *testing.T) {
 
 func TestBruteForceIsThrottledPerAddress(t *testing.T) {
 	be := startBackend(t, "mail1")
-	th := &proxy.Throttle{Limit: 5, Delay: time.Millisecond}
+	th := &proxy.Throttle{Limit: 5, AddressLimit: 5, Delay: time.Millisecond}
 	addr := start(t, &Frontend{Pool: poolOf(be), Link: proxy.Link{Throttle: th}})
 	c := greeted(t, addr)
 	for i := 1; i <= 20; i++ {

@@ -98,7 +98,7 @@ func (s *session) tryAuth(identity, user, pass string) (outcome string, err erro
 	var se *gosmtp.SMTPError
 	switch {
 	case err == nil:
-		th.Succeeded(user)
+		th.Succeeded(s.peer.ip, user)
 		return "success", nil
 	case errors.As(err, &se) && se.Code/100 == 5:
 		s.log.Info("smtp auth failed", "user", user, "reply", replyText(se))

@@ -95,7 +95,7 @@ func telltale() *fakeMTA {
 func TestAuthFailuresLookAlikeAndAreThrottled(t *testing.T) {
 	fe := newFrontend(startFake(t, telltale()))
 	fe.Config.Auth = AuthRelay
-	fe.Throttle = &proxy.Throttle{Limit: 3, Delay: time.Millisecond}
+	fe.Throttle = &proxy.Throttle{Limit: 3, AddressLimit: 3, Delay: time.Millisecond}
 	addr, _ := serve(t, fe)
 
 	c := greeted(t, addr)

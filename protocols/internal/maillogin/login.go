@@ -103,7 +103,7 @@ func (s *Session) Login(user, pass, mech string, r *Replies, login BackendLogin)
 // loggedIn relays the back-end's answer and completes the handoff.
 func (s *Session) loggedIn(a *attempt, h *Handoff, ok, source string) (*Handoff, bool) {
 	if s.f.Throttle != nil {
-		s.f.Throttle.Succeeded(a.user)
+		s.f.Throttle.Succeeded(s.Client.Addr(), a.user)
 	}
 	s.f.count(a.mech, "ok")
 	a.log.Info("login", "outcome", "ok", "backend", h.b.Name, "route", source)
