@@ -358,6 +358,9 @@ func BackendAddr(address string, port int) string {
 // check builds the listener's health check of one back-end.
 func (b *builder) check(lc *Listener, be *proxy.Backend) (health.Check, error) {
 	h := lc.Health
+	if h == nil { // a Config built in code without ParseConfig's defaults
+		return health.Check{}, errors.New("no health settings: build the Config with ParseConfig, or set Health")
+	}
 	addr := be.Addr
 	if h.Port != 0 {
 		host, _, _ := net.SplitHostPort(addr)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
@@ -105,7 +106,7 @@ func startLifecycle(t *testing.T) (*Server, lifecycleConfig, *exchangetest.Serve
 	t.Cleanup(cas.Close)
 	c := lifecycleConfig{echo: echo.Addr().String(), smtp: mx.Addr, imap: imap.Addr, https: cas.Addr}
 	for i := range c.ports {
-		c.ports[i] = freePort(t)
+		c.ports[i] = wiretest.FreeAddr(t)
 	}
 	return startServer(t, c.yaml(1)), c, cas
 }
@@ -244,7 +245,7 @@ func TestReloadEndsSessionsOfRemovedBackendAfterGrace(t *testing.T) {
 	a, b := echoServer(t, "a"), echoServer(t, "b")
 	defer a.Close()
 	defer b.Close()
-	port := freePort(t)
+	port := wiretest.FreeAddr(t)
 	yaml := `
 admin: {listen: "off"}
 log: {level: error}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -113,18 +114,6 @@ func scrape(t *testing.T, srv *Server) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// closedPort returns a loopback address nobody listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // drained connects to addr and waits for gatehouse to close the session
 // (it found no back-end, or refused the client).
 func drained(t *testing.T, addr string) {
@@ -168,7 +157,7 @@ listeners:
     listen: 127.0.0.1:0
     backends: [dead]
     health: {probe: tcp, port: %[3]s, interval: 100ms, timeout: 100ms}
-`, a.Addr(), closedPort(t), aPort))
+`, a.Addr(), wiretest.FreeAddr(t), aPort))
 	for range 4 { // round-robin puts dead first at least once
 		if got := ask(t, srv.Addrs()["exposed"][0], "hi"); got != "a hi" {
 			t.Fatalf("session through exposed: %q", got)

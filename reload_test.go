@@ -12,19 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// freePort returns a loopback port free right now (reload tests need fixed
-// addresses, since port 0 binds anew at every reload).
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
+)
 
 func parse(t *testing.T, yaml string) *Config {
 	t.Helper()
@@ -101,7 +91,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	a, b := echoServer(t, "a"), echoServer(t, "b")
 	defer a.Close()
 	defer b.Close()
-	main, extra := freePort(t), freePort(t)
+	main, extra := wiretest.FreeAddr(t), wiretest.FreeAddr(t)
 	base := `
 admin: {listen: "off"}
 log: {level: error}
@@ -147,7 +137,7 @@ func TestReloadFailureKeepsRunningConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	main := freePort(t)
+	main := wiretest.FreeAddr(t)
 	yaml := `
 admin: {listen: "off"}
 log: {level: error}

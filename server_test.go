@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // echoServer answers every line with "<name> <line>", so a client can tell
@@ -186,7 +188,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestReloadKeepsPerAddressCounts(t *testing.T) {
 	a := echoServer(t, "a")
 	defer a.Close()
-	main := freePort(t)
+	main := wiretest.FreeAddr(t)
 	yaml := fmt.Sprintf(`
 admin: {listen: "off"}
 log: {level: error}
@@ -225,7 +227,7 @@ throttle: {realms: {CORP: example.com}, default_realm: example.com}
 backends: {a: {address: %q}}
 listeners:
   - {name: main, listen: %q, backends: [a]}
-`, a.Addr(), freePort(t)))
+`, a.Addr(), wiretest.FreeAddr(t)))
 	ip := netip.MustParseAddr("192.0.2.1")
 	for range 5 {
 		srv.throttle.Failed(ip, `CORP\alice`)
@@ -233,5 +235,16 @@ listeners:
 	}
 	if !srv.throttle.Blocked(ip, "alice") {
 		t.Error(`ten failures as CORP\alice and alice@example.com did not block alice`)
+	}
+}
+
+// A Config built in code without health settings is an error, not a panic.
+func TestNewServerWithoutHealthSettingsIsAnError(t *testing.T) {
+	cfg := &Config{Admin: Admin{Listen: "off"}, Backends: map[string]Backend{"a": {Address: "127.0.0.1:1"}},
+		Listeners: []Listener{{Name: "l", Protocol: "tcp", Listen: StringList{"127.0.0.1:0"}, Backends: []string{"a"}}}}
+	srv, err := NewServer(cfg, nil)
+	if err == nil {
+		srv.Close()
+		t.Fatal("NewServer accepted a listener without health settings")
 	}
 }

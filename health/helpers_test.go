@@ -3,21 +3,17 @@ package health
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	stdtls "crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // testWait bounds every wait in these tests: a fake server's read, a
@@ -35,57 +31,19 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// deadAddr returns a loopback address where nothing listens.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // certs is a self-signed certificate for 127.0.0.1 and mail.example.test,
 // as a server configuration and a client configuration that trusts it.
 type certs struct {
 	server, client *stdtls.Config
 }
 
-// selfSigned makes a fresh certificate for one test.
+// selfSigned gives a test the shared test certificate (localhost and
+// 127.0.0.1) and a client configuration that trusts exactly it.
 func selfSigned(t *testing.T) certs {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mail.example.test"},
-		DNSNames:              []string{"mail.example.test"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return certs{
-		server: &stdtls.Config{Certificates: []stdtls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}},
-		client: &stdtls.Config{RootCAs: roots},
-	}
+	client := wiretest.ClientTLS()
+	client.ServerName = ""
+	return certs{server: wiretest.ServerTLS(), client: client}
 }
 
 // fake is a scripted line server on loopback: each connection runs the

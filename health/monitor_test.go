@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -322,7 +323,7 @@ func TestMonitorWithSMTPProbe(t *testing.T) {
 	m, w := watch(t, nil)
 	m.Add(Check{Target: "mx9", Name: "smtp", Addr: ms.addr, Probe: &SMTP{}, Interval: 10 * time.Millisecond, Fall: 2})
 	waitFor(t, "a passed probe", func() bool { st, _ := m.Status("mx9", "smtp"); return !st.LastProbe.IsZero() && st.LastErr == "" })
-	m.Add(Check{Target: "mx9", Name: "smtp", Addr: deadAddr(t), Probe: &SMTP{}, Interval: 10 * time.Millisecond, Fall: 2})
+	m.Add(Check{Target: "mx9", Name: "smtp", Addr: wiretest.FreeAddr(t), Probe: &SMTP{}, Interval: 10 * time.Millisecond, Fall: 2})
 	got := w.waitChanges(t, 1)[0]
 	if got.Up || stageOf(got.Err) != StageConnect {
 		t.Fatalf("change %+v, want down at stage connect", got)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // A healthy server greets, answers EHLO with 250 and QUIT with 221; the
@@ -100,7 +101,7 @@ func TestSMTPSilentServerTimesOut(t *testing.T) {
 
 // Nothing listening is a connect failure.
 func TestSMTPConnectRefused(t *testing.T) {
-	wantStage(t, probeNow(&SMTP{}, deadAddr(t)), StageConnect)
+	wantStage(t, probeNow(&SMTP{}, wiretest.FreeAddr(t)), StageConnect)
 }
 
 // mailServer is a real go-smtp server on loopback; wire holds what it

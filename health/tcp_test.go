@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // A listener is up for a TCP probe; a closed port is down at stage connect.
@@ -15,7 +17,7 @@ func TestTCP(t *testing.T) {
 	if err := probeNow(&TCP{}, ln.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
-	wantStage(t, probeNow(&TCP{}, deadAddr(t)), StageConnect)
+	wantStage(t, probeNow(&TCP{}, wiretest.FreeAddr(t)), StageConnect)
 }
 
 // A dial that outlives the timeout fails at stage timeout.

@@ -1,8 +1,14 @@
+//go:build linux
+
 // Package proxy is gatehouse's protocol-blind engine: listeners with
 // connection limits and trusted PROXY headers, back-ends and the pools that
 // pick among them (weighted round-robin, least connections, rendezvous
 // affinity), dialing with failover, and Splice, the zero-copy byte pump that
 // every frontend ends in.
+//
+// It runs on Linux only (every file carries the build constraint): Splice
+// uses splice(2), idle sessions wait in epoll, and the descriptor budget
+// reads RLIMIT_NOFILE. gatehouse has no fallback for other systems.
 //
 // Implementation notes (invariants):
 //   - A client never meets a dead back-end while a live one exists: Pool.Dial

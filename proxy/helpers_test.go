@@ -1,27 +1,23 @@
+//go:build linux
+
 package proxy
 
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	stdtls "crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 
 	"github.com/pires/go-proxyproto"
 )
@@ -35,28 +31,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // TestMain fails the package when goroutines outlive the tests: every
 // session, pump and back-end a test starts must have ended.
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 && !settled(before, 5*time.Second) {
-		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n", before, runtime.NumGoroutine())
-		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
-		code = 1
-	}
-	os.Exit(code)
-}
-
-// settled waits up to d for the goroutine count to fall to at most n.
-func settled(n int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
+func TestMain(m *testing.M) { wiretest.Main(m) }
 
 // listen opens a listener on ip with a port the kernel picks, closed when
 // the test ends.
@@ -373,33 +348,13 @@ func eventually(d time.Duration, cond func() bool) bool {
 	return true
 }
 
-// testCert is a self-signed certificate for 127.0.0.1, made once.
-var testCert = sync.OnceValue(func() stdtls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "gatehouse test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	return stdtls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-})
-
 // tlsPair returns the two ends of one loopback TLS connection, handshake
 // done: near is the client side, far the server side.
 func tlsPair(t testing.TB) (near, far *stdtls.Conn) {
 	t.Helper()
 	c, s := tcpPair(t)
 	near = stdtls.Client(c, &stdtls.Config{InsecureSkipVerify: true})
-	far = stdtls.Server(s, &stdtls.Config{Certificates: []stdtls.Certificate{testCert()}})
+	far = stdtls.Server(s, &stdtls.Config{Certificates: []stdtls.Certificate{wiretest.Certificate()}})
 	errs := make(chan error, 1)
 	go func() { errs <- far.Handshake() }()
 	near.SetDeadline(time.Now().Add(wait))

@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 // CheckMapFile reads a map file as NewRouter would for a listener whose

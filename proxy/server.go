@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 import (
@@ -101,7 +103,9 @@ func (s *Server) init() {
 			s.parker = p
 			s.baseCtx = context.WithValue(s.baseCtx, parkerKey{}, p)
 		} else {
-			s.log().Warn("idle sessions will hold goroutines: no epoll parker", "err", err)
+			// epoll_create fails only when descriptors or memory run out:
+			// sessions then keep their goroutines while idle.
+			s.log().Error("cannot create the epoll instance idle sessions wait in; they hold goroutines instead", "err", err)
 		}
 	})
 }

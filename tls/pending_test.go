@@ -13,18 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// closedAddr returns a loopback address nothing listens on: a port just
-// released, so connecting to it is refused.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln := listen(t)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // relisten binds addr again, for a CA that comes up where it was down.
 func relisten(t *testing.T, addr string) net.Listener {
@@ -66,7 +57,7 @@ func pendingGauge() float64 {
 // without a restart.
 func TestACMEUnreachableCAStartsPendingThenObtains(t *testing.T) {
 	web := listen(t)
-	caAddr := closedAddr(t)
+	caAddr := wiretest.FreeAddr(t)
 	https := newPebbleFront(t)
 	var logs syncBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -182,7 +173,7 @@ func TestRetryWaitsDoubleUpToMax(t *testing.T) {
 // gauge.
 func TestACMEPendingRetriesUntilClose(t *testing.T) {
 	var logs syncBuffer
-	c := downConfig(t, closedAddr(t), newPebbleFront(t), port(listen(t)))
+	c := downConfig(t, wiretest.FreeAddr(t), newPebbleFront(t), port(listen(t)))
 	m, err := NewManager(t.Context(), c, slogTo(&logs))
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,21 +12,10 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
-
-// deadAddr is a loopback port nobody listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // `gatehouse probe` follows the Nagios plugin convention: exit 0 and an OK
 // line with performance data for a live service, 2 and CRITICAL naming the
@@ -44,7 +32,7 @@ func TestProbeNagios(t *testing.T) {
 	}{
 		{"smtp://" + s.Addr, 0, []string{"SMTP OK - " + s.Addr, "| time="}},
 		{"pop3://" + p.Addr, 0, []string{"POP3 OK"}},
-		{"smtp://" + deadAddr(t), 2, []string{"SMTP CRITICAL", "connect"}},
+		{"smtp://" + wiretest.FreeAddr(t), 2, []string{"SMTP CRITICAL", "connect"}},
 		{"gopher://" + s.Addr, 3, []string{"UNKNOWN", "unknown scheme"}},
 	} {
 		var out bytes.Buffer

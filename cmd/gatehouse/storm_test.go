@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
@@ -34,17 +35,6 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
-
-// freeAddr is a loopback address free right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // clientLoad runs one kind of client session in a loop until stop and
 // counts what it tried and what failed.
@@ -88,7 +78,7 @@ func TestSIGHUPStormFailsNoSession(t *testing.T) {
 	defer pop.Close()
 	cas := exchangetest.NewServer("cas")
 	defer cas.Close()
-	smtpAddr, popAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	smtpAddr, popAddr, httpAddr := wiretest.FreeAddr(t), wiretest.FreeAddr(t), wiretest.FreeAddr(t)
 	dir := t.TempDir()
 	path, pidfile := filepath.Join(dir, "gatehouse.yaml"), filepath.Join(dir, "pid")
 	os.WriteFile(path, fmt.Appendf(nil, `

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 	"github.com/gatehouse-proxy/gatehouse/upgrade"
 )
@@ -45,7 +46,7 @@ func TestUpgradeKeepsSessionsAndSurvivesABrokenBinary(t *testing.T) {
 	echo := startEcho(t)
 	mx := smtptest.NewServer("mx")
 	defer mx.Close()
-	tcpAddr, smtpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	tcpAddr, smtpAddr, adminAddr := wiretest.FreeAddr(t), wiretest.FreeAddr(t), wiretest.FreeAddr(t)
 	path, pidfile := filepath.Join(dir, "gatehouse.yaml"), filepath.Join(dir, "pid")
 	os.WriteFile(path, fmt.Appendf(nil, `
 state_dir: %q

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse"
 	"github.com/gatehouse-proxy/gatehouse/examples"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
@@ -137,31 +138,20 @@ func requireTool(t *testing.T, name, pkg string) string {
 func offDemoPorts(t *testing.T, cfg *gatehouse.Config) map[string]string {
 	t.Helper()
 	cfg.Admin.Listen = "127.0.0.1:0"
-	ports := map[string]string{"http": freeAddr(t, "127.0.0.1")}
+	ports := map[string]string{"http": wiretest.FreeAddr(t, "127.0.0.1")}
 	cfg.HTTP.Listen = gatehouse.StringList{ports["http"]}
 	cfg.Backends["demo-a"] = gatehouse.Backend{Address: "127.0.0.111"}
 	cfg.Backends["demo-b"] = gatehouse.Backend{Address: "127.0.0.112"}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
-		ports[l.Name] = freeAddr(t, "127.0.0.1")
+		ports[l.Name] = wiretest.FreeAddr(t, "127.0.0.1")
 		l.Listen = gatehouse.StringList{ports[l.Name]}
-		l.Port, _ = strconv.Atoi(port(freeAddr(t, "127.0.0.111")))
+		l.Port, _ = strconv.Atoi(port(wiretest.FreeAddr(t, "127.0.0.111")))
 		if l.Name == "https" {
 			cfg.HTTP.HTTPSPort, _ = strconv.Atoi(port(ports["https"]))
 		}
 	}
 	return ports
-}
-
-// freeAddr returns an address on host with a port free right now.
-func freeAddr(t *testing.T, host string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func port(addr string) string {

@@ -92,3 +92,20 @@ func WriteFile(t testing.TB, path, body string) {
 		t.Fatal(err)
 	}
 }
+
+// FreeAddr returns an address on host (127.0.0.1 when none is given) whose
+// port nobody listens on right now: for a dead back-end, or for a listener
+// that must keep its address across reloads (port 0 binds anew each time).
+func FreeAddr(t testing.TB, host ...string) string {
+	t.Helper()
+	h := "127.0.0.1"
+	if len(host) > 0 {
+		h = host[0]
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(h, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
