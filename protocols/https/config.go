@@ -123,6 +123,10 @@ type Service struct {
 	// SNI lists the server names passed through; required with tls
 	// passthrough, unused otherwise.
 	SNI []string `yaml:"sni"`
+	// Allow lists the CIDRs (or single addresses) of the clients the
+	// service serves; every other client is answered 403. Empty allows
+	// everyone.
+	Allow []string `yaml:"allow"`
 }
 
 // Health is a service's HTTP health check.
