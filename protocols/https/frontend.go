@@ -123,6 +123,7 @@ type Frontend struct {
 	watchOnce   sync.Once
 	edge        *stdtls.Config
 	trusted     []netip.Prefix
+	allow       map[string][]netip.Prefix // per service; absent: everyone
 	secret      []byte
 	channels    channels
 	cookieCache sync.Map
@@ -139,6 +140,7 @@ func (f *Frontend) init() {
 	f.initOnce.Do(func() {
 		f.Config.SetDefaults()
 		f.trusted, _ = f.Config.trustedPrefixes() // checked by Validate
+		f.allow, _ = f.Config.allowPrefixes()
 		f.secret = []byte(f.Config.CookieSecret)
 		if len(f.secret) == 0 {
 			f.secret = make([]byte, 32)

@@ -31,7 +31,7 @@ func FuzzRequestHead(f *testing.F) {
 		if r.kind == bodyFixed && r.length <= 0 || r.kind == bodyChunked && r.length != 0 {
 			t.Errorf("accepted %q with body kind %d length %d", in, r.kind, r.length)
 		}
-		_ = classifyPath(r.path)
+		_ = classifyPath(r.canon)
 	})
 }
 

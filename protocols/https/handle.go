@@ -27,6 +27,7 @@ type outcome struct {
 	down    int64 // bytes to the client, head included
 	keep    bool  // the client connection takes another request
 	backend string
+	partial bool   // the request body did not reach the back-end whole
 	reason  string // error class for metrics, "" when fine
 	err     error
 }
@@ -44,9 +45,15 @@ func (s *session) handle() bool {
 		s.record(r, outcome{status: he.status, reason: "bad_request", err: err}, start)
 		return false
 	}
-	r.service = classifyPath(r.path)
+	r.service = classifyPath(r.canon)
 	if s.serveACME(r) {
 		return !r.close
+	}
+	if s.forbidden(r) {
+		keep := !r.close && r.kind == bodyNone
+		s.answer(r, 403, "Forbidden", "this service is not available from your address", !keep)
+		s.record(r, outcome{status: 403, keep: keep, reason: "forbidden"}, start)
+		return keep
 	}
 	if s.redirect(r) {
 		return !r.close && r.kind == bodyNone
@@ -231,6 +238,21 @@ func (s *session) countPair(result string) {
 	}
 }
 
+// forbidden reports a request for a service whose allow list does not
+// hold the client's address.
+func (s *session) forbidden(r *request) bool {
+	allow, ok := s.f.allow[r.service]
+	if !ok {
+		return false
+	}
+	for _, p := range allow {
+		if p.Contains(s.ip) {
+			return false
+		}
+	}
+	return true
+}
+
 // throttled refuses a request whose credentials belong to a client or
 // user the shared throttle has blocked.
 func (s *session) throttled(r *request) bool {
@@ -284,6 +306,9 @@ func (s *session) record(r *request, x outcome, start time.Time) {
 		attrs = append(attrs, "user", user)
 	} else if s.pinned != nil && s.user != "" {
 		attrs = append(attrs, "user", s.user)
+	}
+	if x.partial {
+		attrs = append(attrs, "partial", true)
 	}
 	if x.err != nil {
 		attrs = append(attrs, "err", x.err.Error())

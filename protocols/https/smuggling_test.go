@@ -103,22 +103,22 @@ var smugglingCorpus = []smugglingCase{
 	// Chunked bodies: extensions and trailers with bare CR, LF or NUL.
 	{"chunk extension with bare CR",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\rc\r\nhello\r\n0\r\n\r\n",
-		[]int{400}, []string{"POST /owa/a"}},
+		[]int{400}, nil},
 	{"chunk extension with NUL",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\x00\r\nhello\r\n0\r\n\r\n",
-		[]int{400}, []string{"POST /owa/a"}},
+		[]int{400}, nil},
 	{"trailer with bare CR",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n",
-		[]int{400}, []string{"POST /owa/a"}},
+		[]int{400}, nil},
 	{"trailer with NUL",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n",
-		[]int{400}, []string{"POST /owa/a"}},
+		[]int{400}, nil},
 	{"malformed chunk size",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + smuggled,
-		[]int{400}, []string{"POST /owa/a"}},
+		[]int{400}, nil},
 	{"chunk data longer than its size",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nhello\r\n0\r\n\r\n" + smuggled,
-		[]int{400}, []string{"POST /owa/a"}},
+		[]int{400}, nil},
 	{"well-formed chunked body with extension and trailer",
 		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
 		[]int{200}, []string{"POST /owa/a"}},
@@ -226,19 +226,23 @@ func isReset(err error) bool {
 }
 
 // gatehouseForwarded returns "METHOD path" of every request gatehouse
-// logged as sent to a back-end.
+// logged as sent whole to a back-end (one whose body was cut short for
+// being malformed is logged partial).
 func gatehouseForwarded(t testing.TB, log string) []string {
 	t.Helper()
 	var out []string
 	for line := range strings.SplitSeq(log, "\n") {
-		var rec struct{ Msg, Method, Path, Backend string }
+		var rec struct {
+			Msg, Method, Path, Backend string
+			Partial                    bool
+		}
 		if line == "" {
 			continue
 		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
 		}
-		if rec.Msg == "request" && rec.Backend != "" {
+		if rec.Msg == "request" && rec.Backend != "" && !rec.Partial {
 			out = append(out, rec.Method+" "+rec.Path)
 		}
 	}
