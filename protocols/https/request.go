@@ -12,7 +12,7 @@ type request struct {
 	method, target []byte
 	path, query    []byte
 	canon          string // the path as IIS resolves it, which chose the service
-	minor          int // HTTP/1.minor
+	minor          int    // HTTP/1.minor
 	service        string
 	kind           bodyKind
 	length         int64 // Content-Length of a fixed body
