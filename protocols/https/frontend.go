@@ -131,6 +131,7 @@ type Frontend struct {
 	sessions    map[*session]struct{}
 	draining    atomic.Bool
 	certs       certState
+	refusals    proxy.LogLimiter // lines about refused requests and timeouts
 
 	noPin bool // tests only: route every request afresh and never pin
 }
@@ -307,6 +308,7 @@ type session struct {
 	user    string                   // who the pinned connection's login is, once seen
 	cur     atomic.Pointer[upstream] // the back-end connection of the exchange in progress
 	aborted atomic.Bool
+	served  int // requests read on this connection
 	log     *slog.Logger
 }
 
@@ -332,6 +334,9 @@ func (s *session) startTLS() bool {
 	}
 	tc, err := tls.ServerHandshake(under, s.f.edge)
 	if err != nil {
+		if isTimeout(err) && !s.aborted.Load() {
+			s.refused("tls handshake timed out", "tls_timeout", "timeout", s.f.Config.HeaderTimeout)
+		}
 		s.log.Debug("tls handshake failed", "err", err)
 		return false
 	}
@@ -351,7 +356,13 @@ func (s *session) next() bool {
 		return false
 	}
 	err := s.awaitRequest()
-	if !s.state.CompareAndSwap(stateIdle, stateBusy) || err != nil {
+	if !s.state.CompareAndSwap(stateIdle, stateBusy) {
+		return false
+	}
+	if err != nil {
+		if isTimeout(err) && s.served == 0 && !s.aborted.Load() {
+			s.refused("connection timed out", "no_request", "waited", cfg.KeepAlive)
+		}
 		return false
 	}
 	s.clk.setHard(time.Now().Add(cfg.HeaderTimeout))
@@ -362,7 +373,14 @@ func (s *session) next() bool {
 		s.refuseHead(err)
 		return false
 	}
+	s.served++
 	return true
+}
+
+// refused logs a refusal or a timeout of this client, rate-limited per
+// reason and client address (see proxy.LogLimiter).
+func (s *session) refused(msg, reason string, attrs ...any) {
+	s.f.refusals.Log(s.ctx, s.log, slog.LevelInfo, msg, reason, s.ip.String(), attrs...)
 }
 
 // wake makes an idle session give up waiting for a request.
@@ -379,8 +397,12 @@ func (s *session) refuseHead(err error) {
 	switch {
 	case errors.Is(err, errHeadTooLarge):
 		s.answer(nil, 431, "Request Header Fields Too Large", err.Error(), true)
+		s.refused("request refused", "head_too_large", "status", 431, "err", err.Error())
 	case errors.Is(err, errMalformed):
 		s.answer(nil, 400, "Bad Request", err.Error(), true)
+		s.refused("request refused", "bad_request", "status", 400, "err", err.Error())
+	case isTimeout(err) && !s.aborted.Load() && !s.f.draining.Load():
+		s.refused("request head timed out", "header_timeout", "timeout", s.f.Config.HeaderTimeout)
 	case errors.Is(err, io.EOF), isTimeout(err), errors.Is(err, net.ErrClosed):
 	default:
 		s.log.Debug("reading request failed", "err", err)

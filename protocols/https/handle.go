@@ -313,7 +313,17 @@ func (s *session) record(r *request, x outcome, start time.Time) {
 	if x.err != nil {
 		attrs = append(attrs, "err", x.err.Error())
 	}
+	if x.backend == "" && refusal(x.reason) {
+		s.refused("request refused", x.reason, attrs...)
+		return
+	}
 	s.log.Log(s.ctx, levelFor(x), "request", attrs...)
+}
+
+// refusal reports the reasons of requests gatehouse refuses itself,
+// which a client can repeat at will: their lines are rate-limited.
+func refusal(reason string) bool {
+	return reason == "bad_request" || reason == "forbidden" || reason == "throttled"
 }
 
 // levelFor is the level of a request's log line: warnings for the
