@@ -2,6 +2,7 @@ package https
 
 import (
 	"bufio"
+	stdtls "crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
+	"github.com/gatehouse-proxy/gatehouse/tls"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -231,5 +233,48 @@ func TestChannelTableBounded(t *testing.T) {
 	binary.LittleEndian.PutUint64(cookie[:], uint64(maxChannels+999))
 	if tab.lookup(cookie) != "ex1" {
 		t.Error("the newest cookie was forgotten")
+	}
+}
+
+func TestSilentConnectionsLogged(t *testing.T) {
+	be := echoBackend(t, "a")
+	logs := &wiretest.Logs{}
+	plain := &Frontend{Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4),
+		Config: Config{KeepAlive: 300 * time.Millisecond}}
+	cert := selfSigned(t)
+	tlsFront := &Frontend{Name: "tls", Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4),
+		EdgeTLS: &stdtls.Config{Certificates: []stdtls.Certificate{cert}}, TLSMode: tls.ModeImplicit,
+		Config: Config{HeaderTimeout: 300 * time.Millisecond}}
+	// A connection that never sends a request, and a TLS handshake that
+	// never finishes (a record header promising more than comes).
+	c, br := dial(t, serve(t, plain))
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("a silent connection was answered")
+	}
+	c.Close()
+	c, br = dial(t, serve(t, tlsFront))
+	send(t, c, "\x16\x03\x01\x01\x00")
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("an unfinished handshake was answered")
+	}
+	eventually(t, wait, "both timeouts to be logged", func() bool {
+		return len(logs.Lines("reason=no_request")) == 1 && len(logs.Lines("reason=tls_timeout")) == 1
+	})
+	for _, l := range append(logs.Lines("reason=no_request"), logs.Lines("reason=tls_timeout")...) {
+		if !strings.Contains(l, "client=127.0.0.1:") {
+			t.Errorf("timeout line without the client: %q", l)
+		}
+	}
+}
+
+func TestHeadReserialised(t *testing.T) {
+	be := echoBackend(t, "a") // reads CRLF-terminated lines only
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr)})
+	c, br := dial(t, addr)
+	send(t, c, "GET /owa/ HTTP/1.1\nHost: m\nX-Case-Kept: v\n\n")
+	resp, body := response(t, br, "GET")
+	lines, _ := echoed(body)
+	if resp.StatusCode != 200 || lines[0] != "GET /owa/ HTTP/1.1" || !hasLine(lines, "X-Case-Kept: v") {
+		t.Errorf("bare-LF request reached the back-end as %q (%d)", lines, resp.StatusCode)
 	}
 }
