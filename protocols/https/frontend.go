@@ -22,13 +22,26 @@ package https
 //     the bytes the peer sent; only hop-by-hop headers are removed and
 //     X-Forwarded-For, X-Forwarded-Proto and X-Real-IP are set (what
 //     untrusted clients sent of them is dropped). HTTP/1.1 to back-ends.
+//     The request head is written anew from what was parsed, and nothing
+//     that framed or routed the request here (Content-Length,
+//     Transfer-Encoding, Host) is ever among the headers removed.
+//   - The HTTP/1.1 parser is hand-written, not net/http's: net/http
+//     canonicalises header names (Outlook fails on "Www-Authenticate"),
+//     buffers and rewrites what it forwards, and cannot keep a back-end
+//     connection per client connection for NTLM. It is stricter than
+//     RFC 9112 requires wherever a lenient reading could differ from
+//     HTTP.sys's (see parseFraming, canonicalPath), and fuzzed.
 //   - Bodies stream both ways with no buffering: bytes read are written on
 //     before the next read can block, and a request body flows while its
 //     response is read (RPC_IN_DATA gets no response while it lives, and
 //     Expect: 100-continue needs the back-end's 100 relayed first).
 //   - A body's end is known exactly or the message is refused: both
-//     Content-Length and Transfer-Encoding, differing Content-Lengths and
-//     malformed chunk sizes are errors, never guesses (request smuggling).
+//     Content-Length and Transfer-Encoding, several Content-Lengths, a
+//     Transfer-Encoding other than exactly chunked and malformed chunk
+//     sizes are errors, never guesses (request smuggling). A request body
+//     found malformed midway cuts its back-end connection.
+//   - The service is chosen from the path as IIS resolves it; a path whose
+//     resolution gatehouse cannot be sure of is refused.
 //   - The first PDU of an RPC channel body is read only when Content-Length
 //     is at least 20 ([MS-RPCH] 2.1.2.1.5: smaller bodies are echo requests
 //     and authentication legs, and waiting for 20 bytes hangs the client),
