@@ -38,10 +38,14 @@ type logWindow struct {
 // back since the last one, "suppressed", unless a line for reason and
 // addr was written less than Interval ago. It reports whether it wrote.
 func (l *LogLimiter) Log(ctx context.Context, log *slog.Logger, level slog.Level, msg, reason, addr string, attrs ...any) bool {
+	return l.logAt(ctx, time.Now(), log, level, msg, reason, addr, attrs...)
+}
+
+func (l *LogLimiter) logAt(ctx context.Context, now time.Time, log *slog.Logger, level slog.Level, msg, reason, addr string, attrs ...any) bool {
 	if !log.Enabled(ctx, level) {
 		return false
 	}
-	ok, suppressed := l.allow(reason, addr, time.Now())
+	ok, suppressed := l.allow(reason, addr, now)
 	if !ok {
 		return false
 	}

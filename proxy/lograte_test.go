@@ -51,10 +51,16 @@ func TestLogLimiterLog(t *testing.T) {
 	var b strings.Builder
 	log := slog.New(slog.NewTextHandler(&b, nil))
 	var l LogLimiter
-	for range 3 {
-		l.Log(context.Background(), log, slog.LevelInfo, "request refused", "bad_request", "192.0.2.1", "status", 400)
+	t0 := time.Unix(1000, 0)
+	for i := range 3 {
+		l.logAt(context.Background(), t0.Add(time.Duration(i)*time.Second), log, slog.LevelInfo, "request refused", "bad_request", "192.0.2.1", "status", 400)
 	}
 	if got := strings.Count(b.String(), "\n"); got != 1 || !strings.Contains(b.String(), "reason=bad_request") || !strings.Contains(b.String(), "status=400") {
 		t.Errorf("three refusals logged as %q", b.String())
+	}
+	b.Reset()
+	l.logAt(context.Background(), t0.Add(time.Minute), log, slog.LevelInfo, "request refused", "bad_request", "192.0.2.1")
+	if !strings.Contains(b.String(), "suppressed=2") {
+		t.Errorf("the line after the window: %q, want suppressed=2", b.String())
 	}
 }

@@ -136,6 +136,7 @@ var smugglingCorpus = []smugglingCase{
 	{"encoded dot-dot", "GET /owa/%2e%2e/ecp/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
 	{"double-encoded dot-dot", "GET /owa/%252e%252e/ecp/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
 	{"percent-u encoding", "GET /%u0065cp/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
+	{"encoded control character", "GET /owa/%01x HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
 	{"overlong UTF-8 slash", "GET /owa%c0%afx/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
 	{"trailing dot on the virtual directory", "GET /ecp./ HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
 	{"ecp from outside its allow list", "GET /ecp/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{403}, nil},
