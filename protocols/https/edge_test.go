@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -276,5 +277,29 @@ func TestHeadReserialised(t *testing.T) {
 	lines, _ := echoed(body)
 	if resp.StatusCode != 200 || lines[0] != "GET /owa/ HTTP/1.1" || !hasLine(lines, "X-Case-Kept: v") {
 		t.Errorf("bare-LF request reached the back-end as %q (%d)", lines, resp.StatusCode)
+	}
+}
+
+func TestRefusalReadableDespiteUnreadBody(t *testing.T) {
+	be := echoBackend(t, "a")
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr)})
+	c, br := dial(t, addr)
+	// A refused request whose body keeps coming: the 400 must reach the
+	// client before the connection closes, not be lost to a reset.
+	go func() {
+		io.WriteString(c, "POST /owa/ HTTP/1.1\r\nHost: m\r\nConnection: Content-Length\r\nContent-Length: 1048576\r\n\r\n")
+		chunk := strings.Repeat("x", 16<<10)
+		for range 64 {
+			if _, err := io.WriteString(c, chunk); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the refusal: %v", err)
+	}
+	if resp.StatusCode != 400 || !resp.Close {
+		t.Errorf("refusal %d (close %v), want 400 and close", resp.StatusCode, resp.Close)
 	}
 }
