@@ -36,7 +36,10 @@ func Classify(target string) string {
 	return classifyPath(canon)
 }
 
-// classifyPath returns the service of a canonical path.
+// classifyPath returns the service of a canonical path. Its first segment
+// is compared with Unicode case folding, which is wider than ASCII's
+// ("ſ" folds to "s"): a name IIS might fold to a virtual directory is
+// taken for that service, never for the default one.
 func classifyPath(canon string) string {
 	seg, _, _ := strings.Cut(strings.TrimPrefix(canon, "/"), "/")
 	for _, v := range vdirs {

@@ -142,6 +142,7 @@ var smugglingCorpus = []smugglingCase{
 	{"ecp from outside its allow list", "GET /ecp/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{403}, nil},
 	{"encoded ecp", "GET /%65cp/x HTTP/1.1\r\nHost: test\r\n\r\n", []int{403}, nil},
 	{"encoded slash after ecp", "GET /ecp%2fx HTTP/1.1\r\nHost: test\r\n\r\n", []int{403}, nil},
+	{"powershell with a long s (Unicode folds it to s)", "GET /power%C5%BFhell/ HTTP/1.1\r\nHost: test\r\n\r\n", []int{403}, nil},
 	{"powershell in other case", "POST /PowerShell/ HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n", []int{403}, nil},
 	// Upgrades: websocket only; anything else is dropped.
 	{"h2c upgrade dropped",
