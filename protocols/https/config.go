@@ -126,7 +126,8 @@ type Service struct {
 	// Allow lists the CIDRs (or single addresses) of the clients the
 	// service serves; every other client is answered 403. The address is
 	// the connection's, or the one a trusted load balancer's PROXY header
-	// names (never X-Forwarded-For). Empty allows everyone.
+	// names (never X-Forwarded-For). A service passed through by SNI
+	// answers a TLS access_denied alert instead. Empty allows everyone.
 	Allow []string `yaml:"allow"`
 }
 

@@ -2,6 +2,7 @@ package https
 
 import (
 	"bufio"
+	"bytes"
 	stdtls "crypto/tls"
 	"encoding/binary"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
@@ -301,5 +303,44 @@ func TestRefusalReadableDespiteUnreadBody(t *testing.T) {
 	}
 	if resp.StatusCode != 400 || !resp.Close {
 		t.Errorf("refusal %d (close %v), want 400 and close", resp.StatusCode, resp.Close)
+	}
+}
+
+// A service passed through by SNI obeys its allow list too: it cannot be
+// answered 403 (gatehouse holds no certificate for it), so the client
+// gets a TLS access_denied alert and the connection ends.
+func TestPassthroughAllowList(t *testing.T) {
+	legacy := exchangetest.NewTLSServer("legacy")
+	t.Cleanup(legacy.Close)
+	web := echoBackend(t, "web")
+	logs := &wiretest.Logs{}
+	f := &Frontend{
+		Name: "pt-allow", Pool: newPool("edge", "web="+web.addr), Log: logs.Logger(-4),
+		Services: map[string]*proxy.Pool{ECP: newPool("edge/ecp", "legacy="+legacy.Addr)},
+		Config: Config{Services: map[string]Service{ECP: {TLS: TLSPassthrough, SNI: []string{"admin.example.com"},
+			Allow: []string{"127.0.0.2"}}}},
+	}
+	addr := tlsFrontend(t, f)
+	before := testutil.ToFloat64(requestErrors.WithLabelValues("pt-allow", ECP, "forbidden"))
+	_, err := stdtls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", addr,
+		&stdtls.Config{ServerName: "admin.example.com", InsecureSkipVerify: true})
+	if err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Errorf("passthrough from outside the allow list: %v, want an access denied alert", err)
+	}
+	if got := testutil.ToFloat64(requestErrors.WithLabelValues("pt-allow", ECP, "forbidden")) - before; got != 1 {
+		t.Errorf("forbidden counter rose by %v, want 1", got)
+	}
+	if lines := logs.Lines("reason=forbidden"); len(lines) != 1 || !strings.Contains(lines[0], "client=127.0.0.1:") {
+		t.Errorf("log lines about the refusal: %q", lines)
+	}
+	// From the allowed address the back-end's own TLS answers.
+	d := &net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	c, err := stdtls.DialWithDialer(d, "tcp", addr, &stdtls.Config{ServerName: "admin.example.com", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("passthrough from 127.0.0.2: %v", err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0]; !bytes.Equal(got.Raw, legacy.Certificate().Raw) {
+		t.Errorf("allowed client saw %s, want the back-end's certificate", got.Subject)
 	}
 }

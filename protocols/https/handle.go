@@ -240,17 +240,21 @@ func (s *session) countPair(result string) {
 
 // forbidden reports a request for a service whose allow list does not
 // hold the client's address.
-func (s *session) forbidden(r *request) bool {
-	allow, ok := s.f.allow[r.service]
+func (s *session) forbidden(r *request) bool { return !s.allowed(r.service) }
+
+// allowed reports whether the service's allow list, if any, holds the
+// client's address.
+func (s *session) allowed(service string) bool {
+	allow, ok := s.f.allow[service]
 	if !ok {
-		return false
+		return true
 	}
 	for _, p := range allow {
 		if p.Contains(s.ip) {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 // throttled refuses a request whose credentials belong to a client or
