@@ -178,16 +178,15 @@ func (r *request) websocket() bool {
 	if string(r.method) != "GET" || r.minor < 1 || r.kind != bodyNone || !r.has("Connection", "upgrade") {
 		return false
 	}
+	n := 0
 	var up []byte
 	for _, f := range r.hdrs {
 		if equalFold(f.name, "Upgrade") {
-			if up != nil {
-				return false
-			}
+			n++
 			up = f.value
 		}
 	}
-	return equalFold(up, "websocket")
+	return n == 1 && equalFold(up, "websocket")
 }
 
 // requestTE reports whether the request has a Transfer-Encoding, and
