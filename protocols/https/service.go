@@ -77,7 +77,9 @@ func canonicalPath(path []byte) (string, error) {
 		return "", fmt.Errorf("path %q: %w", clip(path), err)
 	}
 	switch {
-	case strings.ContainsAny(d, "%\\"):
+	case strings.IndexByte(d, '\\') >= 0:
+		return "", fmt.Errorf("encoded backslash in path %q", clip(path))
+	case strings.IndexByte(d, '%') >= 0:
 		return "", fmt.Errorf("double-encoded path %q", clip(path))
 	case !utf8.ValidString(d) || strings.ContainsFunc(d, isControl):
 		return "", fmt.Errorf("path %q decodes to invalid characters", clip(path))
