@@ -344,3 +344,19 @@ func TestPassthroughAllowList(t *testing.T) {
 		t.Errorf("allowed client saw %s, want the back-end's certificate", got.Subject)
 	}
 }
+
+// IIS hands a header spelled with underscores to applications under the
+// same server variable as the hyphenated one (HTTP_X_FORWARDED_FOR), so
+// an untrusted client's X_Forwarded_For is dropped like X-Forwarded-For.
+func TestUnderscoreForwardedHeadersDropped(t *testing.T) {
+	be := echoBackend(t, "a")
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr)})
+	c, br := dial(t, addr)
+	_, body := get(t, c, br, "/owa/", "X_Forwarded_For: 6.6.6.6", "X_Real_IP: 6.6.6.6", "x-forwarded_proto: http")
+	lines, _ := echoed(body)
+	for _, l := range lines {
+		if strings.Contains(l, "6.6.6.6") || strings.HasPrefix(strings.ToLower(l), "x-forwarded_proto") {
+			t.Errorf("the back-end got %q", l)
+		}
+	}
+}

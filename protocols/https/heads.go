@@ -89,10 +89,33 @@ func framing(name []byte) bool {
 	return equalFold(name, "Content-Length") || equalFold(name, "Transfer-Encoding")
 }
 
-// forwardedHeader reports the headers that say who the client is.
+// forwardedHeader reports the headers that say who the client is, also
+// spelled with underscores: IIS gives "X_Forwarded_For" to applications
+// as the same server variable as "X-Forwarded-For" (HTTP_X_FORWARDED_FOR).
 func forwardedHeader(name []byte) bool {
-	return equalFold(name, "X-Forwarded-For") || equalFold(name, "X-Forwarded-Proto") ||
-		equalFold(name, "X-Real-IP") || equalFold(name, "Forwarded")
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP", "Forwarded"} {
+		if equalDashFold(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// equalDashFold is equalFold with "_" in b matching "-" in s.
+func equalDashFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if c == '_' {
+			c = '-'
+		}
+		if lower(c) != lower(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // writeRequestHead writes the request head for the back-end, serialised
@@ -122,7 +145,7 @@ func (s *session) writeRequestHead(u *upstream, r *request) (int64, error) {
 			if !trusted {
 				continue
 			}
-			if equalFold(f.name, "X-Forwarded-For") {
+			if equalDashFold(f.name, "X-Forwarded-For") {
 				prior = appendList(prior, f.value)
 				continue
 			}

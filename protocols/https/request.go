@@ -109,8 +109,8 @@ func (r *request) parseTarget() error {
 		return badRequest(err)
 	}
 	r.canon = canon
-	if r.minor >= 1 && r.hostCount() != 1 {
-		return badRequest(errors.New("HTTP/1.1 request without exactly one Host"))
+	if n := r.hostCount(); n > 1 || (r.minor >= 1 && n != 1) {
+		return badRequest(errors.New("not exactly one Host"))
 	}
 	return nil
 }

@@ -91,6 +91,7 @@ var smugglingCorpus = []smugglingCase{
 		"GET /owa/ HTTP/1.1\r\nHost : test\r\n\r\n", []int{400}, nil},
 	{"no host", "GET /owa/ HTTP/1.1\r\n\r\n", []int{400}, nil},
 	{"two hosts", "GET /owa/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", []int{400}, nil},
+	{"two hosts on HTTP/1.0", "GET /owa/ HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", []int{400}, nil},
 	{"control character in the target", "GET /owa/\x01 HTTP/1.1\r\nHost: test\r\n\r\n", []int{400}, nil},
 	{"101 headers pass",
 		"GET /owa/ HTTP/1.1\r\nHost: test\r\n" + strings.Repeat("X-H: v\r\n", 100) + "\r\n", []int{200}, []string{"GET /owa/"}},
