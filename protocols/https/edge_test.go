@@ -93,6 +93,7 @@ func TestRefusalsLoggedRateLimited(t *testing.T) {
 		bad("127.0.0.1")
 	}
 	bad("127.0.0.2")
+	sessionsEnded(t, f) // each logs before it ends
 	lines := logs.Lines("request refused")
 	if len(lines) != 2 || !strings.Contains(lines[0], "client=127.0.0.1:") || !strings.Contains(lines[1], "client=127.0.0.2:") {
 		t.Fatalf("six refusals from two addresses logged as %q, want one line per address", lines)

@@ -46,9 +46,9 @@ var accessDenied = []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31}
 // service's allow list: without the service's certificate there is no
 // 403 to send, so a TLS alert says why.
 func (s *session) denyTLS(service string) {
-	s.timed.Write(accessDenied)
 	requestErrors.WithLabelValues(s.f.name(), service, "forbidden").Inc()
 	s.refused("connection refused", "forbidden", "service", service, "sni", true)
+	s.timed.Write(accessDenied)
 }
 
 // maxRecord is the largest TLS record plaintext (RFC 8446 section 5.1).

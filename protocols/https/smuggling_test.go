@@ -172,11 +172,7 @@ func TestSmugglingCorpus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mark := len(logs.String())
 			statuses := exchangeRaw(t, addr, tc.raw)
-			eventually(t, wait, "the session to end", func() bool {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				return len(f.sessions) == 0
-			})
+			sessionsEnded(t, f)
 			var parsed []nginxEntry
 			parsed, next = ng.settle(t, next, "marker-"+string(rune('a'+i%26))+strings.Repeat("x", i/26))
 			forwarded := gatehouseForwarded(t, logs.String()[mark:])
@@ -198,6 +194,16 @@ func TestSmugglingCorpus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sessionsEnded waits until every session of f has ended.
+func sessionsEnded(t testing.TB, f *Frontend) {
+	t.Helper()
+	eventually(t, wait, "the sessions to end", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.sessions) == 0
+	})
 }
 
 // exchangeRaw sends raw on a new connection, closes the sending side and
