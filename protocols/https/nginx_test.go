@@ -216,3 +216,28 @@ func (n *nginx) settle(t testing.TB, from int, marker string) ([]nginxEntry, int
 	}
 	return out, len(all)
 }
+
+// quiet waits until nginx's log has not grown for half a second (at most
+// wait) and returns every entry but the markers.
+func (n *nginx) quiet(t testing.TB) []nginxEntry {
+	t.Helper()
+	var all []nginxEntry
+	last, since := -1, time.Now()
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		all = n.entries(t)
+		if len(all) != last {
+			last, since = len(all), time.Now()
+			continue
+		}
+		if time.Since(since) >= 500*time.Millisecond {
+			break
+		}
+	}
+	var out []nginxEntry
+	for _, e := range all {
+		if !strings.Contains(e.Request, "/marker-") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
