@@ -5,16 +5,27 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX   ?= /usr/local
 
-.PHONY: all build test vet fmt-check demo bench integration install clean
+.PHONY: all build test vet fmt-check fuzz demo bench integration install clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/gatehouse ./cmd/gatehouse
 
-# test: formatting, vet, then every test with the race detector.
-test: fmt-check vet
+# test: formatting, vet, a bounded fuzz run, then every test with the race detector.
+test: fmt-check vet fuzz
 	$(GO) test -race -shuffle=on -timeout 20m ./...
+
+# fuzz: each fuzz target for FUZZTIME (the HTTP head parser and the
+# chunked decoder), new inputs found on top of the seed corpus.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./protocols/https:FuzzRequestHead ./protocols/https:FuzzChunked
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

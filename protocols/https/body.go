@@ -191,6 +191,9 @@ func trailer(dst *bufio.Writer, src *bufio.Reader, verbatim bool) (int64, error)
 		if seen += int64(len(line)); seen > maxTrailer {
 			return done, fmt.Errorf("%w: trailer section too large", errChunk)
 		}
+		if err := checkTrailer(line); err != nil {
+			return done, err
+		}
 		if verbatim {
 			n, err := writeLine(dst, line)
 			if done += n; err != nil {
@@ -203,7 +206,9 @@ func trailer(dst *bufio.Writer, src *bufio.Reader, verbatim bool) (int64, error)
 	}
 }
 
-// chunkSize parses "hex-size [; extensions]" (RFC 9112 section 7.1).
+// chunkSize parses "hex-size [BWS ; extensions]" (RFC 9112 section 7.1);
+// extensions are passed on only when they hold no control character but
+// tab (no bare CR, LF or NUL).
 func chunkSize(line []byte) (int64, error) {
 	var size int64
 	i := 0
@@ -221,13 +226,35 @@ func chunkSize(line []byte) (int64, error) {
 		return 0, fmt.Errorf("%w: chunk size %q", errChunk, clip(line))
 	}
 	rest := line[i:]
+	if len(rest) == 0 {
+		return size, nil
+	}
 	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
 		rest = rest[1:]
 	}
-	if len(rest) > 0 && rest[0] != ';' {
-		return 0, fmt.Errorf("%w: chunk size %q", errChunk, clip(line))
+	if len(rest) == 0 || rest[0] != ';' || !fieldText(rest) {
+		return 0, fmt.Errorf("%w: chunk size or extension %q", errChunk, clip(line))
 	}
 	return size, nil
+}
+
+// checkTrailer refuses a trailer line that is not a well-formed field
+// (a bare CR, a NUL or another control character, obsolete folding) or
+// that names a header which frames or routes a message: those may not
+// be sent as trailers (RFC 9110 section 6.5.1), and a back-end that
+// merges trailers into the head would read them.
+func checkTrailer(line []byte) error {
+	if len(line) == 0 {
+		return nil
+	}
+	f, err := parseField(line)
+	if err != nil {
+		return fmt.Errorf("%w: trailer: %w", errChunk, err)
+	}
+	if framing(f.name) || equalFold(f.name, "Host") {
+		return fmt.Errorf("%w: %s in a trailer", errChunk, f.name)
+	}
+	return nil
 }
 
 func unhex(c byte) int {

@@ -123,6 +123,12 @@ type Service struct {
 	// SNI lists the server names passed through; required with tls
 	// passthrough, unused otherwise.
 	SNI []string `yaml:"sni"`
+	// Allow lists the CIDRs (or single addresses) of the clients the
+	// service serves; every other client is answered 403. The address is
+	// the connection's, or the one a trusted load balancer's PROXY header
+	// names (never X-Forwarded-For). A service passed through by SNI
+	// answers a TLS access_denied alert instead. Empty allows everyone.
+	Allow []string `yaml:"allow"`
 }
 
 // Health is a service's HTTP health check.
@@ -229,6 +235,9 @@ func (c *Config) Validate() error {
 	if _, err := c.trustedPrefixes(); err != nil {
 		return err
 	}
+	if _, err := c.allowPrefixes(); err != nil {
+		return err
+	}
 	for _, name := range sortedKeys(c.Services) {
 		if !slices.Contains(serviceNames, name) {
 			return fmt.Errorf("services.%s: unknown service (want one of %s)", name, strings.Join(serviceNames, ", "))
@@ -285,13 +294,35 @@ func (c *Config) validateSNI() error {
 
 // trustedPrefixes parses TrustedForwarders.
 func (c *Config) trustedPrefixes() ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(c.TrustedForwarders))
-	for i, s := range c.TrustedForwarders {
+	return parsePrefixes("trusted_forwarders", c.TrustedForwarders)
+}
+
+// allowPrefixes parses every service's Allow list; a service without
+// one is absent from the map.
+func (c *Config) allowPrefixes() (map[string][]netip.Prefix, error) {
+	out := map[string][]netip.Prefix{}
+	for _, name := range sortedKeys(c.Services) {
+		if len(c.Services[name].Allow) == 0 {
+			continue
+		}
+		p, err := parsePrefixes("allow", c.Services[name].Allow)
+		if err != nil {
+			return nil, fmt.Errorf("services.%s.%w", name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// parsePrefixes parses a list of CIDRs or single addresses.
+func parsePrefixes(key string, list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for i, s := range list {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				return nil, fmt.Errorf("trusted_forwarders[%d]: %q is not a CIDR or address", i, s)
+				return nil, fmt.Errorf("%s[%d]: %q is not a CIDR or address", key, i, s)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}

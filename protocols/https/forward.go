@@ -17,7 +17,7 @@ func (s *session) exchange(u *upstream, r *request) outcome {
 	x.up = n
 	if err != nil {
 		u.broken = true
-		s.failed(r, &x, fmt.Errorf("sending the request to %s: %w", u.b.Name, err), false)
+		s.failed(r, &x, fmt.Errorf("sending the request to %s: %w", u.b.Name, err), nil)
 	} else {
 		s.cur.Store(u)
 		p := s.sendBody(u, r)
@@ -49,9 +49,12 @@ func (s *session) relayResponse(u *upstream, r *request, x *outcome, p *bodyPump
 	if err == nil {
 		status, err = s.readFinalHead(u, r)
 	}
+	if err == nil && status == 101 && !r.upgrade {
+		err = fmt.Errorf("%w: 101 to a request that asked for no upgrade", errMalformed)
+	}
 	if err != nil {
 		u.broken = true
-		s.failed(r, x, fmt.Errorf("reading the response of %s: %w", u.b.Name, err), p.sent.Load())
+		s.failed(r, x, fmt.Errorf("reading the response of %s: %w", u.b.Name, err), p)
 		return
 	}
 	x.status = status
@@ -66,7 +69,7 @@ func (s *session) relayResponse(u *upstream, r *request, x *outcome, p *bodyPump
 	kind, length, err := responseFraming(r, status, &s.resp)
 	if err != nil {
 		u.broken = true
-		s.failed(r, x, fmt.Errorf("response of %s: %w", u.b.Name, err), p.sent.Load())
+		s.failed(r, x, fmt.Errorf("response of %s: %w", u.b.Name, err), p)
 		return
 	}
 	s.relayFinal(u, r, x, kind, length)
@@ -184,12 +187,19 @@ func closes(h *head) bool {
 	return h.has("Connection", "close")
 }
 
-// failed answers 502 for a request whose back-end failed before its
-// response began; the client connection stays open only when the whole
-// request was read (sent) and no login was lost.
-func (s *session) failed(r *request, x *outcome, err error, sent bool) {
+// failed answers a request whose response never began: 400 when the
+// client's own chunked body was malformed (the back-end connection was
+// closed for it), else 502 for a back-end that failed. The client
+// connection stays open only when the whole request was read (sent) and
+// no login was lost.
+func (s *session) failed(r *request, x *outcome, err error, p *bodyPump) {
+	if p != nil && p.malformed.Load() {
+		x.status, x.reason, x.err, x.keep = 400, "bad_request", fmt.Errorf("request body: %w", p.err), false
+		s.answer(r, 400, "Bad Request", "malformed chunked body", true)
+		return
+	}
 	x.status, x.reason, x.err = 502, "backend_failed", err
-	x.keep = x.keep && sent && s.pinned == nil && !s.aborted.Load()
+	x.keep = x.keep && p != nil && p.sent.Load() && s.pinned == nil && !s.aborted.Load()
 	s.answer(r, 502, "Bad Gateway", "the back-end failed to answer", !x.keep)
 }
 

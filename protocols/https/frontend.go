@@ -22,13 +22,26 @@ package https
 //     the bytes the peer sent; only hop-by-hop headers are removed and
 //     X-Forwarded-For, X-Forwarded-Proto and X-Real-IP are set (what
 //     untrusted clients sent of them is dropped). HTTP/1.1 to back-ends.
+//     The request head is written anew from what was parsed, and nothing
+//     that framed or routed the request here (Content-Length,
+//     Transfer-Encoding, Host) is ever among the headers removed.
+//   - The HTTP/1.1 parser is hand-written, not net/http's: net/http
+//     canonicalises header names (Outlook fails on "Www-Authenticate"),
+//     buffers and rewrites what it forwards, and cannot keep a back-end
+//     connection per client connection for NTLM. It is stricter than
+//     RFC 9112 requires wherever a lenient reading could differ from
+//     HTTP.sys's (see parseFraming, canonicalPath), and fuzzed.
 //   - Bodies stream both ways with no buffering: bytes read are written on
 //     before the next read can block, and a request body flows while its
 //     response is read (RPC_IN_DATA gets no response while it lives, and
 //     Expect: 100-continue needs the back-end's 100 relayed first).
 //   - A body's end is known exactly or the message is refused: both
-//     Content-Length and Transfer-Encoding, differing Content-Lengths and
-//     malformed chunk sizes are errors, never guesses (request smuggling).
+//     Content-Length and Transfer-Encoding, several Content-Lengths, a
+//     Transfer-Encoding other than exactly chunked and malformed chunk
+//     sizes are errors, never guesses (request smuggling). A request body
+//     found malformed midway cuts its back-end connection.
+//   - The service is chosen from the path as IIS resolves it; a path whose
+//     resolution gatehouse cannot be sure of is refused.
 //   - The first PDU of an RPC channel body is read only when Content-Length
 //     is at least 20 ([MS-RPCH] 2.1.2.1.5: smaller bodies are echo requests
 //     and authentication legs, and waiting for 20 bytes hangs the client),
@@ -123,6 +136,7 @@ type Frontend struct {
 	watchOnce   sync.Once
 	edge        *stdtls.Config
 	trusted     []netip.Prefix
+	allow       map[string][]netip.Prefix // per service; absent: everyone
 	secret      []byte
 	channels    channels
 	cookieCache sync.Map
@@ -130,6 +144,7 @@ type Frontend struct {
 	sessions    map[*session]struct{}
 	draining    atomic.Bool
 	certs       certState
+	refusals    proxy.LogLimiter // lines about refused requests and timeouts
 
 	noPin bool // tests only: route every request afresh and never pin
 }
@@ -139,6 +154,7 @@ func (f *Frontend) init() {
 	f.initOnce.Do(func() {
 		f.Config.SetDefaults()
 		f.trusted, _ = f.Config.trustedPrefixes() // checked by Validate
+		f.allow, _ = f.Config.allowPrefixes()
 		f.secret = []byte(f.Config.CookieSecret)
 		if len(f.secret) == 0 {
 			f.secret = make([]byte, 32)
@@ -305,6 +321,7 @@ type session struct {
 	user    string                   // who the pinned connection's login is, once seen
 	cur     atomic.Pointer[upstream] // the back-end connection of the exchange in progress
 	aborted atomic.Bool
+	served  int // requests read on this connection
 	log     *slog.Logger
 }
 
@@ -330,6 +347,9 @@ func (s *session) startTLS() bool {
 	}
 	tc, err := tls.ServerHandshake(under, s.f.edge)
 	if err != nil {
+		if isTimeout(err) && !s.aborted.Load() {
+			s.refused("tls handshake timed out", "tls_timeout", "timeout", s.f.Config.HeaderTimeout)
+		}
 		s.log.Debug("tls handshake failed", "err", err)
 		return false
 	}
@@ -349,7 +369,13 @@ func (s *session) next() bool {
 		return false
 	}
 	err := s.awaitRequest()
-	if !s.state.CompareAndSwap(stateIdle, stateBusy) || err != nil {
+	if !s.state.CompareAndSwap(stateIdle, stateBusy) {
+		return false
+	}
+	if err != nil {
+		if isTimeout(err) && s.served == 0 && !s.aborted.Load() {
+			s.refused("connection timed out", "no_request", "waited", cfg.KeepAlive)
+		}
 		return false
 	}
 	s.clk.setHard(time.Now().Add(cfg.HeaderTimeout))
@@ -360,7 +386,14 @@ func (s *session) next() bool {
 		s.refuseHead(err)
 		return false
 	}
+	s.served++
 	return true
+}
+
+// refused logs a refusal or a timeout of this client, rate-limited per
+// reason and client address (see proxy.LogLimiter).
+func (s *session) refused(msg, reason string, attrs ...any) {
+	s.f.refusals.Log(s.ctx, s.log, slog.LevelInfo, msg, reason, s.ip.String(), attrs...)
 }
 
 // wake makes an idle session give up waiting for a request.
@@ -377,8 +410,12 @@ func (s *session) refuseHead(err error) {
 	switch {
 	case errors.Is(err, errHeadTooLarge):
 		s.answer(nil, 431, "Request Header Fields Too Large", err.Error(), true)
+		s.refused("request refused", "head_too_large", "status", 431, "err", err.Error())
 	case errors.Is(err, errMalformed):
 		s.answer(nil, 400, "Bad Request", err.Error(), true)
+		s.refused("request refused", "bad_request", "status", 400, "err", err.Error())
+	case isTimeout(err) && !s.aborted.Load() && !s.f.draining.Load():
+		s.refused("request head timed out", "header_timeout", "timeout", s.f.Config.HeaderTimeout)
 	case errors.Is(err, io.EOF), isTimeout(err), errors.Is(err, net.ErrClosed):
 	default:
 		s.log.Debug("reading request failed", "err", err)

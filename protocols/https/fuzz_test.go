@@ -3,12 +3,16 @@ package https
 import (
 	"bufio"
 	"bytes"
+	"strconv"
+	"strings"
 	"testing"
 )
 
 // FuzzRequestHead feeds arbitrary bytes to the head reader and the request
 // parser: they must refuse or accept, never panic, and an accepted request
-// must have exactly one way to find its body's end.
+// must have exactly one way to find its body's end, which no Connection
+// header removes, no control character in a field or target, and a path
+// with nothing left for IIS to resolve differently.
 func FuzzRequestHead(f *testing.F) {
 	for _, seed := range []string{
 		"GET /owa/ HTTP/1.1\r\nHost: m\r\n\r\n",
@@ -17,8 +21,17 @@ func FuzzRequestHead(f *testing.F) {
 		"GET http://m/x?y HTTP/1.0\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 1, 1\r\n\r\n",
 		"\r\n\r\nGET / HTTP/1.1\nHost: m\n\n",
+		"POST /owa/a HTTP/1.1\r\nHost: test\r\nConnection: Content-Length\r\nContent-Length: 92\r\n\r\n",
+		"POST /owa/a HTTP/1.1\r\nHost: test\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /owa/a HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+		"GET /owa\\..\\ecp/ HTTP/1.1\r\nHost: test\r\n\r\n",
+		"GET /owa/..%5cecp/ HTTP/1.1\r\nHost: test\r\n\r\n",
+		"GET /%65cp%2fx HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
+	}
+	for _, c := range smugglingCorpus {
+		f.Add([]byte(c.raw))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var r request
@@ -31,7 +44,18 @@ func FuzzRequestHead(f *testing.F) {
 		if r.kind == bodyFixed && r.length <= 0 || r.kind == bodyChunked && r.length != 0 {
 			t.Errorf("accepted %q with body kind %d length %d", in, r.kind, r.length)
 		}
-		_ = classifyPath(r.path)
+		if name := r.nominatedFraming(); name != "" {
+			t.Errorf("accepted %q whose Connection header removes %s", in, name)
+		}
+		for _, f := range r.hdrs {
+			if !fieldText(f.value) {
+				t.Errorf("accepted %q with a control character in %q", in, f.name)
+			}
+		}
+		if strings.ContainsAny(r.canon, "\\%\x00") || strings.Contains(r.canon+"/", "/../") || strings.Contains(r.canon+"/", "/./") {
+			t.Errorf("accepted %q whose path resolves to %q", in, r.canon)
+		}
+		_ = classifyPath(r.canon)
 	})
 }
 
@@ -63,7 +87,51 @@ func FuzzChunked(f *testing.F) {
 		if err1 != nil || err2 != nil || !bytes.Equal(want, got) {
 			t.Errorf("chunked %q: data %q, copy's data %q (%v, %v)", in, want, got, err1, err2)
 		}
+		if line, ok := cleanFraming(out.Bytes()); !ok {
+			t.Errorf("chunked %q copied with the framing line %q", in, line)
+		}
 	})
+}
+
+// cleanFraming walks a chunked body on its own (not with the code under
+// test) and reports the first chunk-size or trailer line that is not
+// CRLF-terminated or holds a control character but tab.
+func cleanFraming(b []byte) ([]byte, bool) {
+	next := func() ([]byte, bool) {
+		i := bytes.Index(b, []byte("\r\n"))
+		if i < 0 {
+			return b, false
+		}
+		line := b[:i]
+		b = b[i+2:]
+		for _, c := range line {
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				return line, false
+			}
+		}
+		return line, true
+	}
+	for {
+		line, ok := next()
+		if !ok {
+			return line, false
+		}
+		hex, _, _ := bytes.Cut(line, []byte(";"))
+		size, err := strconv.ParseInt(string(bytes.TrimRight(hex, " \t")), 16, 64)
+		if err != nil || size < 0 || size+2 > int64(len(b)) && size != 0 {
+			return line, false
+		}
+		if size == 0 {
+			break
+		}
+		b = b[size+2:]
+	}
+	for {
+		line, ok := next()
+		if !ok || len(line) == 0 {
+			return line, ok
+		}
+	}
 }
 
 // decoded returns the data of a chunked body.

@@ -27,6 +27,7 @@ type outcome struct {
 	down    int64 // bytes to the client, head included
 	keep    bool  // the client connection takes another request
 	backend string
+	partial bool   // the request body did not reach the back-end whole
 	reason  string // error class for metrics, "" when fine
 	err     error
 }
@@ -44,9 +45,15 @@ func (s *session) handle() bool {
 		s.record(r, outcome{status: he.status, reason: "bad_request", err: err}, start)
 		return false
 	}
-	r.service = classifyPath(r.path)
+	r.service = classifyPath(r.canon)
 	if s.serveACME(r) {
 		return !r.close
+	}
+	if s.forbidden(r) {
+		keep := !r.close && r.kind == bodyNone
+		s.answer(r, 403, "Forbidden", "this service is not available from your address", !keep)
+		s.record(r, outcome{status: 403, keep: keep, reason: "forbidden"}, start)
+		return keep
 	}
 	if s.redirect(r) {
 		return !r.close && r.kind == bodyNone
@@ -231,6 +238,25 @@ func (s *session) countPair(result string) {
 	}
 }
 
+// forbidden reports a request for a service whose allow list does not
+// hold the client's address.
+func (s *session) forbidden(r *request) bool { return !s.allowed(r.service) }
+
+// allowed reports whether the service's allow list, if any, holds the
+// client's address.
+func (s *session) allowed(service string) bool {
+	allow, ok := s.f.allow[service]
+	if !ok {
+		return true
+	}
+	for _, p := range allow {
+		if p.Contains(s.ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // throttled refuses a request whose credentials belong to a client or
 // user the shared throttle has blocked.
 func (s *session) throttled(r *request) bool {
@@ -285,10 +311,23 @@ func (s *session) record(r *request, x outcome, start time.Time) {
 	} else if s.pinned != nil && s.user != "" {
 		attrs = append(attrs, "user", s.user)
 	}
+	if x.partial {
+		attrs = append(attrs, "partial", true)
+	}
 	if x.err != nil {
 		attrs = append(attrs, "err", x.err.Error())
 	}
+	if x.backend == "" && refusal(x.reason) {
+		s.refused("request refused", x.reason, attrs...)
+		return
+	}
 	s.log.Log(s.ctx, levelFor(x), "request", attrs...)
+}
+
+// refusal reports the reasons of requests gatehouse refuses itself,
+// which a client can repeat at will: their lines are rate-limited.
+func refusal(reason string) bool {
+	return reason == "bad_request" || reason == "forbidden" || reason == "throttled"
 }
 
 // levelFor is the level of a request's log line: warnings for the

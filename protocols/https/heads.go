@@ -84,15 +84,47 @@ func nominated(h *head, name []byte) bool {
 	return false
 }
 
-// forwardedHeader reports the headers that say who the client is.
-func forwardedHeader(name []byte) bool {
-	return equalFold(name, "X-Forwarded-For") || equalFold(name, "X-Forwarded-Proto") ||
-		equalFold(name, "X-Real-IP") || equalFold(name, "Forwarded")
+// framing reports the headers that delimit a message's body.
+func framing(name []byte) bool {
+	return equalFold(name, "Content-Length") || equalFold(name, "Transfer-Encoding")
 }
 
-// writeRequestHead writes the request head for the back-end: the request
-// line as received with HTTP/1.1, the client's headers in their own case
-// minus hop-by-hop ones, then who the client is.
+// forwardedHeader reports the headers that say who the client is, also
+// spelled with underscores: IIS gives "X_Forwarded_For" to applications
+// as the same server variable as "X-Forwarded-For" (HTTP_X_FORWARDED_FOR).
+func forwardedHeader(name []byte) bool {
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP", "Forwarded"} {
+		if equalDashFold(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// equalDashFold is equalFold with "_" in b matching "-" in s.
+func equalDashFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if c == '_' {
+			c = '-'
+		}
+		if lower(c) != lower(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// writeRequestHead writes the request head for the back-end, serialised
+// anew from what was parsed: the request line with HTTP/1.1, the
+// client's headers in their own case minus hop-by-hop ones, each as
+// "Name: value" CRLF, then who the client is. The headers that framed the
+// body here (Content-Length, Transfer-Encoding) are never among those
+// removed (parse refuses a Connection header naming them), so the
+// back-end finds the body's end where gatehouse did.
 func (s *session) writeRequestHead(u *upstream, r *request) (int64, error) {
 	e := emitter{w: u.wr()}
 	e.bytes(r.method)
@@ -103,7 +135,9 @@ func (s *session) writeRequestHead(u *upstream, r *request) (int64, error) {
 	var prior []byte
 	for _, f := range r.hdrs {
 		switch {
-		case hopByHop(f.name, r.upgrade), nominated(&r.head, f.name):
+		case hopByHop(f.name, r.upgrade):
+			continue
+		case nominated(&r.head, f.name) && !(r.upgrade && equalFold(f.name, "Upgrade")):
 			continue
 		case r.answered100 && equalFold(f.name, "Expect"):
 			continue
@@ -111,7 +145,7 @@ func (s *session) writeRequestHead(u *upstream, r *request) (int64, error) {
 			if !trusted {
 				continue
 			}
-			if equalFold(f.name, "X-Forwarded-For") {
+			if equalDashFold(f.name, "X-Forwarded-For") {
 				prior = appendList(prior, f.value)
 				continue
 			}
@@ -179,7 +213,9 @@ func (s *session) writeResponseHead(r *request, kind bodyKind, dechunk, keep boo
 	e.startLine(h)
 	for _, f := range h.hdrs {
 		switch {
-		case hopByHop(f.name, false), nominated(h, f.name):
+		case hopByHop(f.name, false):
+			continue
+		case nominated(h, f.name) && !framing(f.name): // the client frames by what gatehouse did
 			continue
 		case dechunk && equalFold(f.name, "Transfer-Encoding"):
 			continue

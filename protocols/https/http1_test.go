@@ -245,6 +245,10 @@ func TestClassify(t *testing.T) {
 		"/owax/":                                    Default,
 		"/favicon.ico":                              Default,
 		"?x":                                        Default,
+		"/%65cp/x":                                  ECP, // IIS decodes before it routes
+		"/ecp%2fx":                                  ECP,
+		"/owa\\..\\ecp/":                            Default, // refused, never OWA
+		"/owa/..%5cecp/":                            Default,
 	} {
 		if got := Classify(target); got != want {
 			t.Errorf("Classify(%q) = %s, want %s", target, got, want)

@@ -30,11 +30,17 @@ var (
 	errMalformed    = errors.New("malformed message")
 )
 
+// maxHeaders caps the header lines of one message, as HAProxy's
+// tune.http.maxhdr does by default: a head of thousands of tiny headers
+// costs a parser behind gatehouse far more than its bytes suggest.
+const maxHeaders = 101
+
 // readHead reads one message head into buf (reused between messages) and
 // parses it. Empty lines before the start line are skipped (RFC 9112
-// section 2.2). Lines may end in CRLF or a bare LF; a bare CR, a NUL, an
-// obsolete folded line or white space before a colon is refused (RFC 9112
-// section 5.1, 5.2).
+// section 2.2). Lines may end in CRLF or a bare LF; a bare CR, a NUL or
+// another control character in a field, an obsolete folded line, white
+// space before a colon or more than maxHeaders fields is refused (RFC
+// 9112 section 5.1, 5.2; RFC 9110 section 5.5).
 func readHead(r *bufio.Reader, buf []byte, limit int, h *head) error {
 	buf = buf[:0]
 	lines := 0
@@ -48,6 +54,9 @@ func readHead(r *bufio.Reader, buf []byte, limit int, h *head) error {
 				continue
 			}
 			break
+		}
+		if lines > maxHeaders {
+			return fmt.Errorf("%w: more than %d header fields", errHeadTooLarge, maxHeaders)
 		}
 		buf = append(buf, line...)
 		buf = append(buf, '\n')
@@ -147,15 +156,40 @@ func (h *head) parseStart(line []byte) error {
 }
 
 func (h *head) parseField(line []byte) error {
-	if line[0] == ' ' || line[0] == '\t' {
-		return fmt.Errorf("%w: obsolete line folding", errMalformed)
+	f, err := parseField(line)
+	if err != nil {
+		return err
+	}
+	h.hdrs = append(h.hdrs, f)
+	return nil
+}
+
+// parseField splits one header or trailer line (RFC 9110 section 5.5):
+// a token, a colon, a value of visible characters, spaces, tabs and
+// obs-text. A line starting with white space (obsolete folding) or
+// holding any other control character is refused.
+func parseField(line []byte) (field, error) {
+	if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+		return field{}, fmt.Errorf("%w: obsolete line folding", errMalformed)
 	}
 	name, value, ok := bytes.Cut(line, []byte(":"))
 	if !ok || !isToken(string(name)) {
-		return fmt.Errorf("%w: header line %q", errMalformed, clip(line))
+		return field{}, fmt.Errorf("%w: header line %q", errMalformed, clip(line))
 	}
-	h.hdrs = append(h.hdrs, field{name: name, value: bytes.Trim(value, " \t")})
-	return nil
+	if !fieldText(value) {
+		return field{}, fmt.Errorf("%w: control character in %q", errMalformed, clip(name))
+	}
+	return field{name: name, value: bytes.Trim(value, " \t")}, nil
+}
+
+// fieldText reports whether b holds no control character but tab.
+func fieldText(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // get returns the first value of the named header (case-insensitive).

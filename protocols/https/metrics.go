@@ -15,7 +15,7 @@ var (
 	}, []string{"listener", "service", "method", "code"})
 	requestErrors = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_http_request_errors_total",
-		Help: "HTTP requests that failed, by listener, service and reason (bad_request, no_backend, backend_failed, client_failed, throttled).",
+		Help: "HTTP requests that failed, by listener, service and reason (bad_request, forbidden: the service's allow list does not hold the client, no_backend, backend_failed, aborted, throttled).",
 	}, []string{"listener", "service", "reason"})
 	longPolls = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gatehouse_http_long_polls_active",

@@ -28,10 +28,27 @@ func (s *session) passthrough() (under net.Conn, done bool) {
 	pending := make([]byte, br.Buffered())
 	br.Read(pending)
 	if service := s.f.passthroughService(hello); service != "" {
+		if !s.allowed(service) {
+			s.denyTLS(service)
+			return nil, true
+		}
 		s.relayTLS(service, pending)
 		return nil, true
 	}
 	return &prefixConn{Conn: s.timed, pending: pending}, false
+}
+
+// accessDenied is a TLS alert record, fatal access_denied (RFC 8446
+// section 6.2), sent in the clear before any handshake.
+var accessDenied = []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31}
+
+// denyTLS refuses a passed-through connection from a client outside the
+// service's allow list: without the service's certificate there is no
+// 403 to send, so a TLS alert says why.
+func (s *session) denyTLS(service string) {
+	requestErrors.WithLabelValues(s.f.name(), service, "forbidden").Inc()
+	s.refused("connection refused", "forbidden", "service", service, "sni", true)
+	s.timed.Write(accessDenied)
 }
 
 // maxRecord is the largest TLS record plaintext (RFC 8446 section 5.1).

@@ -22,6 +22,10 @@ type bodyPump struct {
 	err  error
 	rts  *rts        // the channel's first PDU, when seen on the way
 	sent atomic.Bool // the whole body reached the back-end
+	// malformed: the client's chunked body could not be delimited; the
+	// back-end connection was cut so that its half-framed request is
+	// never followed by another.
+	malformed atomic.Bool
 
 	mu       sync.Mutex
 	watching bool // watching the client for its close
@@ -67,7 +71,12 @@ func (p *bodyPump) run(s *session, u *upstream, r *request, observe, watch bool)
 		}
 	}
 	p.copy(s, u, r)
-	if p.err != nil {
+	switch {
+	case p.malformed.Load():
+		// Cut the back-end short (its reader then fails, and the session
+		// drops it); the client is still there to be told.
+		u.raw.Close()
+	case p.err != nil:
 		// A client gone mid-body, or a back-end that stopped reading: the
 		// response will not come or cannot be delivered.
 		s.abort()
@@ -85,6 +94,7 @@ func (p *bodyPump) copy(s *session, u *upstream, r *request) {
 		p.n, p.err = copyFixed(u.wr(), s.rd(), r.length)
 	case bodyChunked:
 		p.n, p.err = copyChunked(u.wr(), s.rd())
+		p.malformed.Store(errors.Is(p.err, errChunk))
 	}
 	if p.err == nil {
 		p.err = u.wr().Flush()
@@ -160,6 +170,7 @@ func (s *session) finishBody(u *upstream, x *outcome, p *bodyPump) {
 	}
 	if p.err != nil {
 		x.keep = false
+		x.partial = true
 		u.broken = true
 		if x.err == nil {
 			x.err, x.reason = fmt.Errorf("request body: %w", p.err), "aborted"

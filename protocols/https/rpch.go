@@ -2,6 +2,7 @@ package https
 
 import (
 	"bufio"
+	"container/list"
 	"encoding/binary"
 	"encoding/hex"
 	"sync"
@@ -94,37 +95,46 @@ func parseRTS(p []byte, in bool) (rts, bool) {
 func (r rts) key() string { return "rpc-vc:" + hex.EncodeToString(r.cookie[:]) }
 
 // channels remembers which back-end serves each virtual connection, so
-// that replacement channels follow it and pairs can be counted. Entries
-// of virtual connections with no live channel are forgotten after
-// channelTTL.
+// that replacement channels follow it and pairs can be counted. Its
+// cookies are chosen by clients, so the table is bounded: entries of
+// virtual connections with no live channel are forgotten after
+// channelTTL, and beyond maxChannels entries the least recently seen is
+// forgotten first. A forgotten virtual connection still routes by its
+// cookie's hash (rpcRoute); only its pair count is lost.
 type channels struct {
 	mu    sync.Mutex
-	m     map[[16]byte]*vconn
+	m     map[[16]byte]*list.Element // of *vconn, least recently seen first
+	order list.List
 	swept time.Time
+	max   int // 0 means maxChannels
 }
 
 // vconn is one virtual connection: the back-end of each channel.
 type vconn struct {
+	cookie  [16]byte
 	in, out string // back-end names; "" while unseen
 	live    int
 	seen    time.Time
 }
 
-const channelTTL = 30 * time.Minute
+const (
+	channelTTL  = 30 * time.Minute
+	maxChannels = 16384
+)
 
 // lookup returns the back-end of the virtual connection's latest
 // channel, or "".
 func (t *channels) lookup(cookie [16]byte) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	v := t.m[cookie]
+	e := t.m[cookie]
 	switch {
-	case v == nil:
+	case e == nil:
 		return ""
-	case v.out != "":
-		return v.out
+	case e.Value.(*vconn).out != "":
+		return e.Value.(*vconn).out
 	}
-	return v.in
+	return e.Value.(*vconn).in
 }
 
 // attach records a channel on a back-end and returns "together" or
@@ -135,14 +145,7 @@ func (t *channels) attach(r rts, backend string) string {
 	defer t.mu.Unlock()
 	now := time.Now()
 	t.sweep(now)
-	if t.m == nil {
-		t.m = make(map[[16]byte]*vconn)
-	}
-	v := t.m[r.cookie]
-	if v == nil {
-		v = &vconn{}
-		t.m[r.cookie] = v
-	}
+	v := t.entry(r.cookie)
 	v.live++
 	v.seen = now
 	mine, other := &v.out, v.in
@@ -159,14 +162,48 @@ func (t *channels) attach(r rts, backend string) string {
 	return "split"
 }
 
+// entry returns the cookie's virtual connection, made the most recently
+// seen, creating it (and forgetting the least recently seen beyond the
+// cap) when new.
+func (t *channels) entry(cookie [16]byte) *vconn {
+	if t.m == nil {
+		t.m = make(map[[16]byte]*list.Element)
+	}
+	if e := t.m[cookie]; e != nil {
+		t.order.MoveToBack(e)
+		return e.Value.(*vconn)
+	}
+	limit := t.max
+	if limit <= 0 {
+		limit = maxChannels
+	}
+	for t.order.Len() >= limit {
+		oldest := t.order.Front()
+		delete(t.m, oldest.Value.(*vconn).cookie)
+		t.order.Remove(oldest)
+	}
+	v := &vconn{cookie: cookie}
+	t.m[cookie] = t.order.PushBack(v)
+	return v
+}
+
 // detach records the end of a channel.
 func (t *channels) detach(r rts) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if v := t.m[r.cookie]; v != nil {
+	if e := t.m[r.cookie]; e != nil {
+		v := e.Value.(*vconn)
 		v.live--
 		v.seen = time.Now()
+		t.order.MoveToBack(e)
 	}
+}
+
+// size returns the number of virtual connections remembered.
+func (t *channels) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
 }
 
 // sweep forgets idle virtual connections, at most once a minute.
@@ -175,9 +212,10 @@ func (t *channels) sweep(now time.Time) {
 		return
 	}
 	t.swept = now
-	for k, v := range t.m {
-		if v.live <= 0 && now.Sub(v.seen) > channelTTL {
+	for k, e := range t.m {
+		if v := e.Value.(*vconn); v.live <= 0 && now.Sub(v.seen) > channelTTL {
 			delete(t.m, k)
+			t.order.Remove(e)
 		}
 	}
 }

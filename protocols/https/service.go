@@ -2,8 +2,10 @@ package https
 
 import (
 	"bytes"
+	"fmt"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // vdirs maps the first path segment of a request, in any case, to its
@@ -22,31 +24,26 @@ var vdirs = []struct{ seg, service string }{
 }
 
 // Classify returns the service of a request target by its first path
-// segment, case-insensitively and after percent-decoding that segment:
-// "/OWA/", "/owa" and "/%6Fwa/x" are all OWA; "/" and unknown paths are
-// Default.
+// segment, case-insensitively, after resolving the path as IIS does (see
+// canonicalPath): "/OWA/", "/owa" and "/%6Fwa/x" are all OWA; "/",
+// unknown paths and paths gatehouse refuses are Default.
 func Classify(target string) string {
 	path, _, _ := strings.Cut(target, "?")
-	return classifyPath([]byte(path))
-}
-
-func classifyPath(path []byte) string {
-	if len(path) < 2 || path[0] != '/' {
+	canon, err := canonicalPath([]byte(path))
+	if err != nil {
 		return Default
 	}
-	seg := path[1:]
-	if i := bytes.IndexByte(seg, '/'); i >= 0 {
-		seg = seg[:i]
-	}
-	if bytes.IndexByte(seg, '%') >= 0 {
-		d, err := url.PathUnescape(string(seg))
-		if err != nil {
-			return Default
-		}
-		seg = []byte(d)
-	}
+	return classifyPath(canon)
+}
+
+// classifyPath returns the service of a canonical path. Its first segment
+// is compared with Unicode case folding, which is wider than ASCII's
+// ("ſ" folds to "s"): a name IIS might fold to a virtual directory is
+// taken for that service, never for the default one.
+func classifyPath(canon string) string {
+	seg, _, _ := strings.Cut(strings.TrimPrefix(canon, "/"), "/")
 	for _, v := range vdirs {
-		if equalFold(seg, v.seg) {
+		if strings.EqualFold(seg, v.seg) {
 			return v.service
 		}
 	}
@@ -60,21 +57,45 @@ func splitTarget(target []byte) (path, query []byte) {
 	return path, query
 }
 
-// dotSegments reports whether a path holds "." or ".." segments, plain or
-// percent-encoded: a client that sends them could reach one service's
-// back-end through another's path ("/owa/../ecp/"), so they are refused.
-func dotSegments(path []byte) bool {
-	if bytes.IndexByte(path, '%') >= 0 {
-		if d, err := url.PathUnescape(string(path)); err == nil {
-			path = []byte(d)
-		}
+// canonicalPath returns the path as IIS (HTTP.sys) would resolve it, so
+// that gatehouse chooses the service the back-end will serve: percent
+// escapes decoded once, %2F included. Every path whose resolution needs
+// more than that is refused rather than guessed at, since a client that
+// sends one could reach one service's back-end through another's path
+// ("/owa/..%5cecp/"): a backslash, raw or encoded (IIS reads it as "/"),
+// "." and ".." segments, an escape that is not two hex digits (IIS's
+// %uXXXX), double encoding (a "%" left after decoding: IIS refuses it by
+// default too), bytes that are not UTF-8 (overlong forms of "/" and "."),
+// control characters, and a first segment ending in a dot or space (which
+// Windows strips).
+func canonicalPath(path []byte) (string, error) {
+	if bytes.IndexByte(path, '\\') >= 0 {
+		return "", fmt.Errorf("backslash in path %q", clip(path))
 	}
-	for len(path) > 0 {
-		var seg []byte
-		seg, path, _ = bytes.Cut(path, []byte("/"))
-		if string(seg) == "." || string(seg) == ".." {
-			return true
-		}
+	d, err := url.PathUnescape(string(path))
+	if err != nil {
+		return "", fmt.Errorf("path %q: %w", clip(path), err)
 	}
-	return false
+	switch {
+	case strings.IndexByte(d, '\\') >= 0:
+		return "", fmt.Errorf("encoded backslash in path %q", clip(path))
+	case strings.IndexByte(d, '%') >= 0:
+		return "", fmt.Errorf("double-encoded path %q", clip(path))
+	case !utf8.ValidString(d) || strings.ContainsFunc(d, isControl):
+		return "", fmt.Errorf("path %q decodes to invalid characters", clip(path))
+	}
+	first := true
+	for seg := range strings.SplitSeq(strings.TrimPrefix(d, "/"), "/") {
+		if seg == "." || seg == ".." {
+			return "", fmt.Errorf("dot segment in %q", clip(path))
+		}
+		if first && seg != "" && strings.ContainsAny(seg[len(seg)-1:], ". ") {
+			return "", fmt.Errorf("virtual directory %q ends in a dot or space", seg)
+		}
+		first = false
+	}
+	return d, nil
 }
+
+// isControl reports an ASCII control character.
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
