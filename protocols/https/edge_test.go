@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 	"github.com/prometheus/client_golang/prometheus/testutil"

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // nginx is a real Debian nginx back-end in a directory of its own: one

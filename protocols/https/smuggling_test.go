@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // smuggled is the request hidden in the body of the attacks: to
