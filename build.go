@@ -168,6 +168,7 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 			BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
 			ProxyVersion: version, Idle: lc.Timeouts.Idle,
 			Throttle: b.s.throttle, Log: b.s.log, Config: lc.SMTP,
+			Suspect: func(be *proxy.Backend, why error) { b.s.monitor.Suspect(be.Name, pool.Name, why) },
 		}, nil
 	}
 	return &proxy.TCP{

@@ -23,6 +23,7 @@ type edgeConn struct {
 
 	mu      sync.Mutex
 	timeout time.Duration // read timeout of the current stage; 0 leaves deadlines alone
+	helloBy time.Time     // when set, no read waits past it: the first HELO/EHLO is due
 	ending  bool
 	goodbye string
 	// afterReply, when set, is the goodbye end is called with once the
@@ -45,6 +46,21 @@ func newEdgeConn(c net.Conn, timeout time.Duration) *edgeConn {
 func (c *edgeConn) setTimeout(d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
+	c.mu.Unlock()
+}
+
+// expectHello bounds every read until helloDone by one deadline d from
+// now: the client must say HELO or EHLO by then, whatever else it sends.
+func (c *edgeConn) expectHello(d time.Duration) {
+	c.mu.Lock()
+	c.helloBy = time.Now().Add(d)
+	c.mu.Unlock()
+}
+
+// helloDone lifts expectHello's deadline.
+func (c *edgeConn) helloDone() {
+	c.mu.Lock()
+	c.helloBy = time.Time{}
 	c.mu.Unlock()
 }
 
@@ -107,7 +123,10 @@ func (c *edgeConn) arm() (ending bool) {
 	if c.ending {
 		return true
 	}
-	if c.timeout > 0 {
+	switch {
+	case !c.helloBy.IsZero() && (c.timeout <= 0 || c.helloBy.Before(time.Now().Add(c.timeout))):
+		c.Conn.SetReadDeadline(c.helloBy)
+	case c.timeout > 0:
 		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}
 	return false

@@ -105,6 +105,12 @@ type Frontend struct {
 	// Throttle slows and stops password guessing, shared by every
 	// frontend; nil means one of the Frontend's own.
 	Throttle *proxy.Throttle
+	// Suspect, if set, is told of a back-end that accepted a connection
+	// but did not greet within the greeting timeout, so that the health
+	// monitor takes it out for every client until its probes pass again
+	// (build wires it to health.Monitor.Suspect). Nil skips such a
+	// back-end for the one client only.
+	Suspect func(b *proxy.Backend, why error)
 	// Log receives one line per transaction and per session; nil means
 	// slog.Default().
 	Log *slog.Logger
@@ -124,6 +130,9 @@ func (f *Frontend) init() {
 		f.throttle = f.Throttle
 		if f.throttle == nil {
 			f.throttle = &proxy.Throttle{}
+		}
+		if f.cfg.SourceAddress != "" && f.Pool.Dialer == nil {
+			f.Pool.Dialer = sourceDialer(f.cfg.SourceAddress)
 		}
 	})
 }
@@ -152,6 +161,7 @@ func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.setLeg(l)
+	s.edge.expectHello(f.cfg.HelloTimeout)
 	defer context.AfterFunc(ctx, s.abort)()
 	s.watchShutdown()
 	if f.cfg.Mode == ModePassthrough {
@@ -159,6 +169,17 @@ func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.relay()
+}
+
+// sourceDialer dials back-ends from the local address ip (already
+// validated), so that a back-end can tell this listener's connections
+// from another's by address.
+func sourceDialer(ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{KeepAlive: -1}
+	if a, err := netip.ParseAddr(ip); err == nil {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
+	}
+	return d.DialContext
 }
 
 // Refuse implements proxy.Refuser: it tells a client turned away before

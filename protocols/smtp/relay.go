@@ -1,7 +1,9 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
+	stdtls "crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -31,8 +33,57 @@ func (s *session) relay() {
 	s.srv = srv
 	// Serve returns once the connection is closed; Shutdown then waits
 	// for go-smtp's own goroutine to be gone.
-	srv.Serve(newOneConnListener(s.edge, s.top))
+	conn := s.top
+	if _, isTLS := conn.(*stdtls.Conn); !isTLS { // go-smtp looks for *tls.Conn
+		conn = &refusalWatcher{Conn: conn, s: s}
+	}
+	srv.Serve(newOneConnListener(s.edge, conn))
 	srv.Shutdown(context.Background())
+}
+
+// refusalWatcher logs a client's XCLIENT and XFORWARD in relay mode.
+// go-smtp's parser knows four-letter verbs only and answers every longer
+// one with "501 5.5.2 Bad command", handing nothing to gatehouse, so these
+// never reach a back-end; but an attempt to pass for a trusted relay
+// deserves a log line, so the command lines the client sends are looked
+// at on their way to go-smtp. (After STARTTLS go-smtp reads through TLS
+// of its own, under which this cannot look, nor under implicit TLS,
+// where go-smtp must be handed the *tls.Conn itself; the refusal stands
+// all the same.)
+type refusalWatcher struct {
+	net.Conn
+	s *session
+}
+
+// Read implements net.Conn.
+func (w *refusalWatcher) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if n > 0 && !w.s.inData.Load() {
+		for b := p[:n]; len(b) > 0; {
+			line := b
+			if i := bytes.IndexByte(b, '\n'); i >= 0 {
+				line, b = b[:i], b[i+1:]
+			} else {
+				b = nil
+			}
+			if verb := identityVerb(line); verb != "" {
+				identityRefused.WithLabelValues(w.s.f.Pool.Name, verb).Inc()
+				w.s.log.Warn("smtp client command refused: it would change the back-end's view of the client", "command", verb)
+			}
+		}
+	}
+	return n, err
+}
+
+// identityVerb returns XCLIENT or XFORWARD if line is that command.
+func identityVerb(line []byte) string {
+	for _, verb := range []string{"XCLIENT", "XFORWARD"} {
+		if len(line) >= len(verb) && bytes.EqualFold(line[:len(verb)], []byte(verb)) &&
+			(len(line) == len(verb) || line[len(verb)] == ' ' || line[len(verb)] == '\r') {
+			return verb
+		}
+	}
+	return ""
 }
 
 // relayBackend hands go-smtp the session at each HELO/EHLO.
@@ -49,7 +100,8 @@ var (
 )
 
 // begin answers the client's first HELO/EHLO (and its first after
-// STARTTLS): XCLIENT if due, then the back-end is greeted with the
+// STARTTLS): the back-end (told who the client is by XCLIENT at setup,
+// if configured) is greeted with the
 // client's name, and its reply decides ours. The extensions go-smtp is
 // about to advertise are set from what the back-ends offer.
 func (s *session) begin(c *gosmtp.Conn) (gosmtp.Session, error) {
@@ -63,9 +115,7 @@ func (s *session) begin(c *gosmtp.Conn) (gosmtp.Session, error) {
 		return nil, s.lost(errors.New("back-end already gone"))
 	}
 	s.helo = c.Hostname()
-	if err := s.leg.sendXClient(s.peer, s.helo); err != nil {
-		return nil, s.lost(err)
-	}
+	s.edge.helloDone()
 	caps, err := s.leg.hello(s.helo)
 	s.countReply("EHLO", err)
 	if err != nil {
@@ -146,6 +196,8 @@ func (s *session) Data(r io.Reader) error {
 	defer s.mu.Unlock()
 	s.edge.setTimeout(s.f.cfg.DataTimeout)
 	defer s.edge.setTimeout(s.f.cfg.CommandTimeout)
+	s.inData.Store(true)
+	defer s.inData.Store(false)
 	if s.leg.broken || s.tx == nil {
 		return s.lost(errors.New("back-end already gone"))
 	}

@@ -50,6 +50,8 @@ type session struct {
 
 	// current is the leg, for closing it from any goroutine.
 	current atomic.Pointer[leg]
+	// inData is set while a message is read (relay mode).
+	inData atomic.Bool
 
 	// mu guards what follows. go-smtp calls Data from a goroutine of its
 	// own for BDAT, and watchShutdown runs apart, so the leg and the
