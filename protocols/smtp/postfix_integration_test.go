@@ -105,7 +105,8 @@ smtp_dns_support_level = disabled
 smtpd_authorized_xclient_hosts = 127.0.0.1
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 %[3]s
-`, dir, relayHost(relayTo), extra)
+`, dir, relayHost(relayTo), "")
+	main = overrideSettings(main, extra)
 	master, err := os.ReadFile("/etc/postfix/master.cf")
 	if err != nil {
 		t.Fatalf("read Postfix's master.cf: %v (apt-get install postfix)", err)
@@ -117,6 +118,21 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 			t.Fatal(err)
 		}
 	}
+}
+
+// overrideSettings appends extra's "name = value" lines to main, each
+// replacing main's setting of the same name (Postfix warns about a
+// setting given twice).
+func overrideSettings(main, extra string) string {
+	for line := range strings.SplitSeq(extra, "\n") {
+		name, _, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(strings.TrimSpace(name)) + ` =.*\n`)
+		main = re.ReplaceAllString(main, "")
+	}
+	return main + extra + "\n"
 }
 
 // relayHost writes "127.0.0.1:2525" as Postfix's relayhost wants it:
