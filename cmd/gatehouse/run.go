@@ -27,6 +27,9 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *path, w)
+	}
 	if *pidFile != "" {
 		if err := os.WriteFile(*pidFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "pidfile:", err)
@@ -109,9 +112,13 @@ func cmdValidate(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := gatehouse.LoadConfig(*path); err != nil {
+	cfg, err := gatehouse.LoadConfig(*path)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *path, w)
 	}
 	fmt.Printf("%s: ok\n", *path)
 	return 0
