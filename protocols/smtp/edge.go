@@ -171,12 +171,13 @@ func (c *edgeConn) Done() <-chan struct{} { return c.closed }
 type oneConnListener struct {
 	mu   sync.Mutex
 	conn net.Conn
-	done <-chan struct{}
+	done <-chan struct{} // the client's connection is closed
+	tap  <-chan struct{} // go-smtp closed the tap (at STARTTLS)
 	addr net.Addr
 }
 
-func newOneConnListener(c *edgeConn, top net.Conn) *oneConnListener {
-	return &oneConnListener{conn: top, done: c.Done(), addr: c.LocalAddr()}
+func newOneConnListener(c *edgeConn, tap *clientTap) *oneConnListener {
+	return &oneConnListener{conn: tap, done: c.Done(), tap: tap.closed, addr: c.LocalAddr()}
 }
 
 // Accept implements net.Listener.
@@ -188,7 +189,10 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 	if c != nil {
 		return c, nil
 	}
-	<-l.done
+	select {
+	case <-l.done:
+	case <-l.tap:
+	}
 	return nil, net.ErrClosed
 }
 
@@ -203,7 +207,9 @@ func (l *oneConnListener) Addr() net.Addr { return l.addr }
 // reading a 220 greeting that gatehouse has already read.
 type replayConn struct {
 	net.Conn
-	pending []byte
+	pending   []byte
+	recording bool   // Read appends to rec
+	rec       []byte // what was read since recording began
 }
 
 // Read implements net.Conn.
@@ -213,5 +219,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if c.recording && len(c.rec)+n <= maxReplyLine*4 {
+		c.rec = append(c.rec, p[:n]...)
+	}
+	return n, err
 }

@@ -22,6 +22,14 @@
 //   - Back-end replies reach the client as *gosmtp.SMTPError values,
 //     unwrapped, with the back-end's code, enhanced code and text: go-smtp
 //     type-asserts, and any other or wrapped error becomes a permanent 554.
+//     go-smtp words its own 250 to MAIL and RCPT (its API passes errors,
+//     not successes), so clientTap puts the back-end's 2xx in its place.
+//   - go-smtp reads and writes the client's plaintext through clientTap,
+//     also under TLS: gatehouse does STARTTLS itself (the tap ends one
+//     go-smtp server at the command, relay upgrades and starts another),
+//     so the tap can log a client's XCLIENT/XFORWARD, refuse a message
+//     with a line of a dot and a bare CR or LF (go-smtp's reader would
+//     drop that dot), and pass the back-end's replies through.
 //   - A transport failure is always an explicit "421 4.4.2" *gosmtp.SMTPError,
 //     never a wrapped error, and the session ends after it: the client keeps
 //     the message and retries (a duplicate is possible, a loss is not).
@@ -29,9 +37,16 @@
 //     back-end connection is closed without the final dot.
 //   - End of data is CRLF.CRLF only (go-smtp's reader), and go-smtp's writer
 //     dot-stuffs and turns bare LF into CRLF toward the back-end, so no
-//     message can be smuggled inside another across gatehouse.
+//     message can be smuggled inside another across gatehouse. A line of
+//     a dot and a bare LF or CR after a CRLF gets the message refused
+//     (550 5.6.0) rather than altered.
+//   - A client's XCLIENT and XFORWARD never reach a back-end: go-smtp's
+//     parser refuses them in relay mode; passthrough refuses them before
+//     the splice, also inside the group that triggers it, and cannot see
+//     them after, which is why passthrough listeners dial from their own
+//     source address.
 //   - Bytes pipelined after STARTTLS are discarded, never executed (RFC 3207
-//     section 4.2, CVE-2011-0411): at the edge by go-smtp (relay) or
+//     section 4.2, CVE-2011-0411): at the edge by clientTap (relay) or
 //     tls.ServerStartTLS (passthrough); from a back-end any byte after its
 //     220 gives that back-end up.
 //   - Every AUTH failure gets the same "535 5.7.8" after the throttle's

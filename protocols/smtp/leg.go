@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	stdtls "crypto/tls"
 	"errors"
@@ -39,8 +40,9 @@ type leg struct {
 	caps     capabilities  // of gatehouse's own EHLO (XClient only), else nil
 	tls      bool          // the leg is encrypted
 	client   *gosmtp.Client
-	broken   bool // a transport failure happened: only closing is left
-	spliced  bool // the conversation is the client's now: no QUIT from us
+	replay   *replayConn // what client reads through
+	broken   bool        // a transport failure happened: only closing is left
+	spliced  bool        // the conversation is the client's now: no QUIT from us
 }
 
 // stageError is a back-end failure before the client was served: the
@@ -256,7 +258,8 @@ func (l *leg) hello(name string) (capabilities, error) {
 	if n := l.br.Buffered(); n > 0 {
 		return nil, fmt.Errorf("back-end sent %d bytes nobody asked for", n)
 	}
-	c := gosmtp.NewClient(&replayConn{Conn: l.conn, pending: l.greeting.wire()})
+	l.replay = &replayConn{Conn: l.conn, pending: l.greeting.wire()}
+	c := gosmtp.NewClient(l.replay)
 	c.CommandTimeout = l.f.cfg.BackendCommandTimeout
 	c.SubmissionTimeout = l.f.cfg.BackendDataTimeout
 	if err := c.Hello(name); err != nil {
@@ -266,6 +269,25 @@ func (l *leg) hello(name string) (capabilities, error) {
 	caps := clientCaps(c)
 	l.f.caps.learn(l.b.Name, caps)
 	return caps, nil
+}
+
+// capture starts recording what the back-end sends, for captured.
+func (l *leg) capture() {
+	if l.replay != nil {
+		l.replay.rec, l.replay.recording = l.replay.rec[:0], true
+	}
+}
+
+// captured returns the reply recorded since capture: go-smtp's client
+// reads a reply whole and nothing more (the back-end sends nothing
+// unasked), so the bytes it read are exactly the reply.
+func (l *leg) captured() (reply, bool) {
+	if l.replay == nil || !l.replay.recording {
+		return reply{}, false
+	}
+	l.replay.recording = false
+	r, err := readReply(bufio.NewReader(bytes.NewReader(l.replay.rec)))
+	return r, err == nil
 }
 
 // clientCaps reads back the extensions of go-smtp's EHLO that gatehouse

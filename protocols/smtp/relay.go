@@ -3,7 +3,6 @@ package smtp
 import (
 	"bytes"
 	"context"
-	stdtls "crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -18,7 +17,24 @@ import (
 )
 
 // relay serves the session with go-smtp's server until the client leaves.
+// A STARTTLS ends one go-smtp server (see clientTap); the connection is
+// upgraded here and a new one serves the rest.
 func (s *session) relay() {
+	silent := false
+	for {
+		// go-smtp gets a plaintext tap, also over TLS: gatehouse knows
+		// the TLS state itself (setTLS).
+		tap := newClientTap(s, s.top, silent)
+		s.serveGoSMTP(tap)
+		if !tap.startTLS || !s.startTLS(tap.held) {
+			return
+		}
+		silent = true
+	}
+}
+
+// serveGoSMTP runs one go-smtp server over tap until it returns.
+func (s *session) serveGoSMTP(tap *clientTap) {
 	cfg := &s.f.cfg
 	srv := gosmtp.NewServer(relayBackend{s})
 	srv.Domain = cfg.Hostname
@@ -30,60 +46,48 @@ func (s *session) relay() {
 	// rather than go-smtp's 523.
 	srv.AllowInsecureAuth = true
 	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
-	s.srv = srv
+	s.mu.Lock()
+	s.srv, s.gconn, s.tap = srv, nil, tap
+	s.mu.Unlock()
 	// Serve returns once the connection is closed; Shutdown then waits
 	// for go-smtp's own goroutine to be gone.
-	conn := s.top
-	if _, isTLS := conn.(*stdtls.Conn); !isTLS { // go-smtp looks for *tls.Conn
-		conn = &refusalWatcher{Conn: conn, s: s}
-	}
-	srv.Serve(newOneConnListener(s.edge, conn))
+	srv.Serve(newOneConnListener(s.edge, tap))
 	srv.Shutdown(context.Background())
 }
 
-// refusalWatcher logs a client's XCLIENT and XFORWARD in relay mode.
-// go-smtp's parser knows four-letter verbs only and answers every longer
-// one with "501 5.5.2 Bad command", handing nothing to gatehouse, so these
-// never reach a back-end; but an attempt to pass for a trusted relay
-// deserves a log line, so the command lines the client sends are looked
-// at on their way to go-smtp. (After STARTTLS go-smtp reads through TLS
-// of its own, under which this cannot look, nor under implicit TLS,
-// where go-smtp must be handed the *tls.Conn itself; the refusal stands
-// all the same.)
-type refusalWatcher struct {
-	net.Conn
-	s *session
-}
-
-// Read implements net.Conn.
-func (w *refusalWatcher) Read(p []byte) (int, error) {
-	n, err := w.Conn.Read(p)
-	if n > 0 && !w.s.inData.Load() {
-		for b := p[:n]; len(b) > 0; {
-			line := b
-			if i := bytes.IndexByte(b, '\n'); i >= 0 {
-				line, b = b[:i], b[i+1:]
-			} else {
-				b = nil
-			}
-			if verb := identityVerb(line); verb != "" {
-				identityRefused.WithLabelValues(w.s.f.Pool.Name, verb).Inc()
-				w.s.log.Warn("smtp client command refused: it would change the back-end's view of the client", "command", verb)
-			}
-		}
+// startTLS upgrades the client's connection after the STARTTLS command
+// that ended go-smtp's server, held being what the client had sent from
+// that command on. Whatever followed the command is discarded (RFC 3207
+// section 4.2); the client must say EHLO again. It reports whether the
+// session goes on.
+func (s *session) startTLS(held []byte) bool {
+	line, _, _ := bytes.Cut(held, []byte("\n"))
+	if len(bytes.TrimSpace(line)) != len("STARTTLS") {
+		s.reply("501 5.5.4 Syntax: STARTTLS")
+		return false
 	}
-	return n, err
-}
-
-// identityVerb returns XCLIENT or XFORWARD if line is that command.
-func identityVerb(line []byte) string {
-	for _, verb := range []string{"XCLIENT", "XFORWARD"} {
-		if len(line) >= len(verb) && bytes.EqualFold(line[:len(verb)], []byte(verb)) &&
-			(len(line) == len(verb) || line[len(verb)] == ' ' || line[len(verb)] == '\r') {
-			return verb
-		}
+	if err := s.reply("220 2.0.0 Ready to start TLS"); err != nil {
+		return false
 	}
-	return ""
+	if rest := len(held) - len(line) - 1; rest > 0 {
+		s.log.Warn("smtp bytes pipelined after STARTTLS discarded", "bytes", rest)
+	}
+	s.edge.setTimeout(handshakeTimeout)
+	defer s.edge.setTimeout(s.f.cfg.CommandTimeout)
+	tc, discarded, err := tls.ServerStartTLS(s.edge, nil, s.f.EdgeTLS)
+	if discarded > 0 {
+		s.log.Warn("smtp bytes pipelined after STARTTLS discarded", "bytes", discarded)
+	}
+	if err != nil {
+		s.outcome = "tls_failed"
+		s.log.Info("smtp STARTTLS failed", "err", err)
+		return false
+	}
+	s.setTLS(tc)
+	s.mu.Lock()
+	s.endTx(nil)
+	s.mu.Unlock()
+	return true
 }
 
 // relayBackend hands go-smtp the session at each HELO/EHLO.
@@ -139,8 +143,8 @@ func (s *session) advertise(caps capabilities) {
 	srv.EnableDSN = ext.dsn
 	// STARTTLS is offered only after EHLO, where RFC 3207 puts it; a
 	// STARTTLS before it gets go-smtp's 502.
-	if s.f.TLSMode == tls.ModeStartTLS && s.f.EdgeTLS != nil {
-		srv.TLSConfig = s.f.EdgeTLS
+	if s.f.TLSMode == tls.ModeStartTLS && s.f.EdgeTLS != nil && s.tlsState == nil {
+		srv.TLSConfig = s.f.EdgeTLS // for the EHLO reply only: see clientTap
 	}
 }
 
@@ -160,6 +164,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return s.lost(errors.New("back-end already gone"))
 	}
 	s.tx = &transaction{start: time.Now(), from: from}
+	s.leg.capture()
 	err := s.leg.client.Mail(from, opts)
 	s.countReply("MAIL", err)
 	if err != nil {
@@ -168,7 +173,16 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return r
 	}
 	s.tx.open = true
+	s.passOK()
 	return nil
+}
+
+// passOK hands the back-end's own 2xx to MAIL or RCPT, as captured, to
+// the tap, which puts it in place of go-smtp's. Called with mu held.
+func (s *session) passOK() {
+	if r, ok := s.leg.captured(); ok && s.tap != nil {
+		s.tap.okReply(r)
+	}
 }
 
 // Rcpt relays RCPT TO.
@@ -178,11 +192,13 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if s.leg.broken || s.tx == nil {
 		return s.lost(errors.New("back-end already gone or no transaction"))
 	}
+	s.leg.capture()
 	err := s.leg.client.Rcpt(to, opts)
 	s.countReply("RCPT", err)
 	if err != nil {
 		return s.backendError(err)
 	}
+	s.passOK()
 	s.tx.rcpts++
 	recipientsTotal.WithLabelValues(s.f.Pool.Name, s.leg.b.Name).Inc()
 	return nil
@@ -198,6 +214,7 @@ func (s *session) Data(r io.Reader) error {
 	defer s.edge.setTimeout(s.f.cfg.CommandTimeout)
 	s.inData.Store(true)
 	defer s.inData.Store(false)
+	defer s.dotAnomaly.Store(false)
 	if s.leg.broken || s.tx == nil {
 		return s.lost(errors.New("back-end already gone"))
 	}
@@ -219,6 +236,9 @@ func (s *session) relayData(r io.Reader) *gosmtp.SMTPError {
 	s.tx.size = body.n
 	if err != nil {
 		return s.dataFailed(body.err, err)
+	}
+	if _, bdat := r.(*io.PipeReader); !bdat && s.dotAnomaly.Load() {
+		return s.refuseDotAnomaly()
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
@@ -281,6 +301,21 @@ func (s *session) dataFailed(readErr, err error) *gosmtp.SMTPError {
 	s.log.Info("smtp message not received in full", "err", readErr)
 	return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 		Message: "Message transfer aborted, message not accepted"}
+}
+
+// refuseDotAnomaly refuses a message with a line of a dot and a bare CR
+// or LF. go-smtp's reader drops that dot, which would alter the message
+// silently, and back-ends differ in how they read such a line (SMTP
+// smuggling). The back-end never gets the end of data: its connection is
+// closed, and the session ends after the reply.
+func (s *session) refuseDotAnomaly() *gosmtp.SMTPError {
+	s.leg.broken = true
+	s.leg.abort()
+	s.outcome = "bare_cr_lf"
+	s.log.Warn("smtp message refused: a line of a dot and a bare CR or LF")
+	s.edge.endAfterReply(s.goodbye("4.3.0", "Closing connection"))
+	return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0},
+		Message: "Message refused: a line begins with a dot and a bare CR or LF (RFC 5321 section 2.3.8)"}
 }
 
 // okReply turns the back-end's status text after 250 (which go-smtp's
