@@ -227,6 +227,9 @@ func (s *session) Data(r io.Reader) error {
 // relayData sends the message and returns the back-end's final reply,
 // a 250 included (go-smtp writes an *SMTPError's code verbatim).
 func (s *session) relayData(r io.Reader) *gosmtp.SMTPError {
+	if _, bdat := r.(*io.PipeReader); !bdat && s.tap != nil && s.tap.dataNext {
+		return s.pumpMessage()
+	}
 	w, err := s.leg.client.Data()
 	if err != nil {
 		return s.backendError(err) // go-smtp drains what the client sends

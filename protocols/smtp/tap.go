@@ -32,6 +32,8 @@ type clientTap struct {
 	s *session
 
 	held     []byte // read from the client, from a STARTTLS line on
+	pending  []byte // given to go-smtp before anything read (see resume)
+	dataNext bool   // the last read ended with DATA: go-smtp has nothing buffered
 	startTLS bool   // the client asked for STARTTLS; go-smtp was told EOF
 	greeted  bool   // go-smtp's greeting is to be swallowed (after STARTTLS)
 	tail     [4]byte
@@ -55,11 +57,17 @@ func (t *clientTap) Read(p []byte) (int, error) {
 	if t.startTLS {
 		return 0, io.EOF // go-smtp's Serve ends quietly
 	}
+	if len(t.pending) > 0 {
+		n := copy(p, t.pending)
+		t.pending = t.pending[n:]
+		return t.scanCommands(p, n), nil
+	}
 	n, err := t.Conn.Read(p)
 	if n == 0 {
 		return n, err
 	}
 	t.scanDots(p[:n])
+	t.dataNext = false
 	if t.s.inData.Load() {
 		return n, err
 	}
@@ -77,6 +85,7 @@ func (t *clientTap) scanCommands(p []byte, n int) int {
 		if i := bytes.IndexByte(line, '\n'); i >= 0 {
 			line, next = line[:i], off+i+1
 		}
+		t.dataNext = next == n && isDATA(line)
 		if verb := identityVerb(line); verb != "" {
 			identityRefused.WithLabelValues(t.s.f.Pool.Name, verb).Inc()
 			t.s.log.Warn("smtp client command refused: it would change the back-end's view of the client", "command", verb)
@@ -166,6 +175,20 @@ func (t *clientTap) Close() error {
 		return nil
 	}
 	return t.Conn.Close()
+}
+
+// resume gives go-smtp, after a message the pump relayed, the end of
+// data its reader waits for and then what the client sent after the
+// message.
+func (t *clientTap) resume(leftover []byte) {
+	t.pending = append(append(t.pending[:0], ".\r\n"...), leftover...)
+	t.dataNext = false
+}
+
+// isDATA reports whether line (LF removed) is the DATA command.
+func isDATA(line []byte) bool {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	return len(line) == 4 && bytes.EqualFold(line, []byte("DATA"))
 }
 
 // identityVerb returns XCLIENT or XFORWARD if line is that command.
