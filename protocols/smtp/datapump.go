@@ -190,6 +190,9 @@ func indexLF(b []byte) int { return bytes.IndexByte(b, '\n') }
 // section 3.1 says it must). Called with mu held.
 func (s *session) pumpMessage() *gosmtp.SMTPError {
 	l, cfg := s.leg, &s.f.cfg
+	if err := s.tap.flush(); err != nil { // the 354
+		return s.dataFailed(err, err)
+	}
 	pb := pumpBuffers.Get().(*pumpBuf)
 	defer func() { pb.out.Reset(nil); pumpBuffers.Put(pb) }()
 	pb.out.Reset(&deadlineWriter{conn: l.conn, timeout: cfg.BackendCommandTimeout})

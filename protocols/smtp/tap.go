@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // clientTap is the client's plaintext stream as go-smtp's server reads and
@@ -20,13 +21,17 @@ import (
 //   - it replaces go-smtp's own "250 2.0.0 Roger, accepting mail from"
 //     and "I'll make sure … gets this" with the back-end's reply, queue
 //     ids and all;
+//   - it sends go-smtp's replies to a pipelined group in one write
+//     (RFC 2920): they are held until go-smtp reads again, which it does
+//     only once it has answered every command it had read;
 //   - it takes STARTTLS away from go-smtp: the command ends go-smtp's
 //     Serve (the tap reports EOF) and session.relay upgrades the
 //     connection and serves the rest with a new go-smtp server over a
 //     new tap, so that the tap always sees plaintext.
 //
-// The tap is used from go-smtp's goroutine for the connection, except
-// okReply, which Mail and Rcpt set from that goroutine too.
+// The tap is used from go-smtp's goroutine for the connection (Data,
+// which pumps messages, runs there too); okReply is set by Mail and Rcpt,
+// also there, under its own lock for clarity.
 type clientTap struct {
 	net.Conn
 	s *session
@@ -38,6 +43,8 @@ type clientTap struct {
 	greeted  bool   // go-smtp's greeting is to be swallowed (after STARTTLS)
 	tail     [4]byte
 	tailN    int
+
+	out []byte // replies written by go-smtp, not yet sent (see flush)
 
 	mu sync.Mutex
 	ok []byte // the back-end's 2xx to MAIL or RCPT, to replace go-smtp's
@@ -54,6 +61,9 @@ func newClientTap(s *session, conn net.Conn, silentGreeting bool) *clientTap {
 
 // Read implements net.Conn.
 func (t *clientTap) Read(p []byte) (int, error) {
+	if err := t.flush(); err != nil {
+		return 0, err
+	}
 	if t.startTLS {
 		return 0, io.EOF // go-smtp's Serve ends quietly
 	}
@@ -137,7 +147,7 @@ func dotAnomaly(b []byte) bool {
 	}
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn: the reply waits in the tap until flush.
 func (t *clientTap) Write(p []byte) (int, error) {
 	if t.greeted && bytes.HasPrefix(p, []byte("220 ")) {
 		t.greeted = false
@@ -150,13 +160,26 @@ func (t *clientTap) Write(p []byte) (int, error) {
 		t.ok = nil
 		t.mu.Unlock()
 		if ok != nil {
-			if _, err := t.Conn.Write(ok); err != nil {
-				return 0, err
-			}
+			t.out = append(t.out, ok...)
 			return len(p), nil
 		}
 	}
-	return t.Conn.Write(p)
+	t.out = append(t.out, p...)
+	return len(p), nil
+}
+
+// flush sends the replies held back, in one write.
+func (t *clientTap) flush() error {
+	if len(t.out) == 0 {
+		return nil
+	}
+	t.Conn.SetWriteDeadline(time.Now().Add(t.s.f.cfg.CommandTimeout))
+	_, err := t.Conn.Write(t.out)
+	if cap(t.out) > 16<<10 {
+		t.out = nil
+	}
+	t.out = t.out[:0]
+	return err
 }
 
 // okReply sets the back-end's reply that replaces go-smtp's next 250 to
@@ -170,6 +193,7 @@ func (t *clientTap) okReply(r reply) {
 // Close implements net.Conn: go-smtp closes its connection when Serve
 // ends, which after STARTTLS must leave the client's connection open.
 func (t *clientTap) Close() error {
+	t.flush()
 	t.closeOnce.Do(func() { close(t.closed) })
 	if t.startTLS {
 		return nil
