@@ -82,3 +82,45 @@ func TestRelayDataPipelinedBeforeGoAhead(t *testing.T) {
 		t.Errorf("back-end got %q", msgs)
 	}
 }
+
+// FuzzDataPump: whatever a client sends, the pump decides the same
+// whether the bytes come at once or one by one (what it forwarded of a
+// message it refuses may differ: the back-end never gets that message's
+// end, and its connection is closed), and a message it passes
+// has exactly one end for the back-end, strict or lenient about line
+// ends: its last line, "." (no line of a lone dot before it, counting a
+// line as what ends at an LF, one CR before it stripped).
+func FuzzDataPump(f *testing.F) {
+	for _, seed := range []string{
+		"Subject: x\r\n\r\nHello.\r\n.\r\nQUIT\r\n", ".\r\n", "a\n.\nb\r\n.\r\n", "x\r\n.\nMAIL\r\n.\r\n",
+		"x\r\n.\r\r\n.\r\n", "\r\r\n.\r\n", "\n.\r\n.\r\n", "..\r\n.\r\n", "a\r\r\r\n..\n.\r\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if len(in) > 4096 { // the pump looks at line ends: length adds nothing
+			return
+		}
+		out, left, err := pump(t, in, false)
+		out1, left1, err1 := pump(t, in, true)
+		if left != left1 || !errors.Is(err1, err) && !errors.Is(err, err1) || err == nil && out != out1 {
+			t.Fatalf("pump(%q): whole %q %q %v, byte by byte %q %q %v", in, out, left, err, out1, left1, err1)
+		}
+		if err != nil {
+			return
+		}
+		lines := strings.SplitAfter(out, "\n")
+		if lines[len(lines)-1] == "" {
+			lines = lines[:len(lines)-1]
+		}
+		for i, l := range lines {
+			l = strings.TrimSuffix(strings.TrimSuffix(l, "\n"), "\r")
+			if l == "." && i != len(lines)-1 {
+				t.Fatalf("pump(%q) forwarded %q: a lone dot before the end", in, out)
+			}
+			if i == len(lines)-1 && (l != "." || !strings.HasSuffix(out, ".\r\n")) {
+				t.Fatalf("pump(%q) forwarded %q: it does not end with the end of data", in, out)
+			}
+		}
+	})
+}
