@@ -163,3 +163,34 @@ func TestHelloTimeout(t *testing.T) {
 		})
 	}
 }
+
+// Inside STARTTLS, where go-smtp used to do TLS of its own, a client's
+// XCLIENT is refused and logged all the same, and a pumped message still
+// goes through with the back-end's own replies.
+func TestRelayRefusesIdentityCommandsInsideTLS(t *testing.T) {
+	fake := &fakeMTA{Extensions: []string{"XCLIENT ADDR NAME", "8BITMIME"},
+		Replies: map[string]string{"MAIL": "250 2.1.0 Sender ok by fake"}}
+	var logs wiretest.Logs
+	fe := newFrontend(startFake(t, fake))
+	fe.TLSMode, fe.EdgeTLS = "starttls", wiretest.ServerTLS()
+	fe.Log = logs.Logger(slog.LevelWarn)
+	addr, _ := serve(t, fe)
+	c := greeted(t, addr)
+	c.cmd("EHLO client.example", "250 ")
+	c.startTLS()
+	c.cmd("EHLO client.example", "250 ")
+	c.cmd("XCLIENT ADDR=10.9.9.9", "501 5.5.2 ")
+	c.cmd("MAIL FROM:<alice@example.org>", "250 2.1.0 Sender ok by fake")
+	c.cmd("RCPT TO:<bob@example.net>", "250 ")
+	c.data("Subject: x\r\n\r\n..dot", "250 2.0.0 Ok: queued as FAKE1")
+	c.cmd("QUIT", "221 ")
+	if strings.Contains(fake.received(), "XCLIENT") {
+		t.Errorf("the back-end received XCLIENT:\n%s", fake.received())
+	}
+	if msgs := fake.messages(); len(msgs) != 1 || msgs[0] != "Subject: x\r\n\r\n..dot\r\n" {
+		t.Errorf("back-end got %q", msgs)
+	}
+	if n := len(logs.Lines("would change the back-end's view of the client")); n != 1 {
+		t.Errorf("%d refusals logged, want 1:\n%s", n, logs.String())
+	}
+}
