@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -286,9 +287,15 @@ func (l *leg) captured() (reply, bool) {
 		return reply{}, false
 	}
 	l.replay.recording = false
-	r, err := readReply(bufio.NewReader(bytes.NewReader(l.replay.rec)))
+	br := captureReaders.Get().(*bufio.Reader)
+	defer captureReaders.Put(br)
+	br.Reset(bytes.NewReader(l.replay.rec))
+	r, err := readReply(br)
 	return r, err == nil
 }
+
+// captureReaders parse captured replies; each holds a reply line.
+var captureReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxReplyLine) }}
 
 // clientCaps reads back the extensions of go-smtp's EHLO that gatehouse
 // uses.
