@@ -200,6 +200,7 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 			BackendTLS: link.BackendTLS, BackendTLSMode: lc.BackendTLS.Mode,
 			ProxyVersion: link.ProxyVersion, Idle: lc.Timeouts.Idle,
 			Throttle: b.s.throttle, Log: b.s.log, Config: lc.SMTP,
+			Suspect: func(be *proxy.Backend, why error) { b.s.monitor.Suspect(be.Name, pool.Name, why) },
 		}, nil
 	}
 	return &proxy.TCP{Link: link, Pool: pool, Affinity: lc.Affinity}, nil

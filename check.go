@@ -95,7 +95,7 @@ func parseFile(path string) (*Config, error) {
 // errs are what NewServer would fail on; warnings are served as written.
 // With opts.Offline only the warnings that need nothing else remain.
 func (c *Config) Check(ctx context.Context, opts CheckOptions) (errs, warnings Problems) {
-	warnings = c.checkTLSPorts()
+	warnings = append(c.checkTLSPorts(), c.checkXClientTrust()...)
 	if opts.Offline {
 		return nil, warnings
 	}

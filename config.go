@@ -225,7 +225,8 @@ type Limits struct {
 	// more wait in the kernel's backlog. 0 means no cap.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxPerIP caps simultaneous connections from one client address; the
-	// next is refused. 0 means no cap.
+	// next is refused. 0 means 50 for smtp listeners (Postfix's
+	// smtpd_client_connection_count_limit) and no cap for the others.
 	MaxPerIP int `yaml:"max_per_ip"`
 }
 

@@ -21,6 +21,9 @@ const (
 	DefaultProbeTimeout  = 3 * time.Second
 	DefaultRise          = 2
 	DefaultFall          = 3
+	// DefaultSMTPMaxPerIP is max_per_ip of smtp listeners, as Postfix's
+	// smtpd_client_connection_count_limit.
+	DefaultSMTPMaxPerIP = 50
 )
 
 // applyDefaults fills every zero field that has a default.
@@ -113,6 +116,9 @@ func listenerDefaults(l *Listener) {
 		l.IMAP.SetDefaults()
 	case "smtp":
 		l.SMTP.SetDefaults()
+		// Postfix's smtpd_client_connection_count_limit: one address
+		// cannot hold more than its share of the back-ends' smtpd slots.
+		setDefault(&l.Limits.MaxPerIP, DefaultSMTPMaxPerIP)
 	case "https":
 		l.HTTPS.SetDefaults()
 	}

@@ -347,3 +347,33 @@ func validateThrottle(d *decoder, t LoginThrottle) {
 func dnsDomain(s string) bool {
 	return s != "" && !strings.ContainsAny(s, `\@ /:`) && !strings.HasPrefix(s, ".") && !strings.HasSuffix(s, ".")
 }
+
+// xclientTrustWarnings warns when a back-end that a relay listener
+// reaches with XCLIENT is also reached by a passthrough listener from the
+// same source address: the back-end trusts that address for XCLIENT, and
+// passthrough forwards whatever a client sends once it has spliced, so a
+// client could claim any address and relay.
+func (c *Config) checkXClientTrust() Problems {
+	trusted := map[string]string{} // back-end + source address → relay listener
+	for _, l := range c.Listeners {
+		if l.Protocol == "smtp" && l.SMTP.Mode != smtp.ModePassthrough && l.SMTP.XClient {
+			for _, b := range l.Backends {
+				trusted[b+"\x00"+l.SMTP.SourceAddress] = l.Name
+			}
+		}
+	}
+	var out Problems
+	for i, l := range c.Listeners {
+		if l.Protocol != "smtp" || l.SMTP.Mode != smtp.ModePassthrough {
+			continue
+		}
+		for _, b := range l.Backends {
+			if relay, ok := trusted[b+"\x00"+l.SMTP.SourceAddress]; ok {
+				out = append(out, c.at(fmt.Sprintf("listeners[%d].backends", i), true, "listeners %s and %s reach back-end %s from the same source address %q: "+
+					"it trusts that address for XCLIENT (relay listener %s), and passthrough cannot keep a client's own XCLIENT from it after the splice; "+
+					"give the passthrough listener its own smtp.source_address", relay, l.Name, b, l.SMTP.SourceAddress, relay))
+			}
+		}
+	}
+	return out
+}

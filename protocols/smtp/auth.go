@@ -172,7 +172,7 @@ func (s *session) followUser(user string) {
 		s.log.Info("smtp session stays on its back-end", "user", user, "err", err)
 		return
 	}
-	caps, err := l.switchTo(s.peer, s.helo)
+	caps, err := l.switchTo(s.helo)
 	if err != nil {
 		s.log.Info("smtp session stays on its back-end", "user", user, "backend", l.b.Name, "err", err)
 		l.close()
@@ -185,12 +185,9 @@ func (s *session) followUser(user string) {
 	s.log.Info("smtp session moved to the user's back-end", "user", user, "from", old.b.Name, "to", l.b.Name)
 }
 
-// switchTo brings a new leg to where the session's leg was: XCLIENT if
-// due, and EHLO as the client's name.
-func (l *leg) switchTo(p peer, helo string) (capabilities, error) {
-	if err := l.sendXClient(p, helo); err != nil {
-		return nil, err
-	}
+// switchTo brings a new leg, set up (XCLIENT included) by openLeg, to
+// where the session's leg was: EHLO as the client's name.
+func (l *leg) switchTo(helo string) (capabilities, error) {
 	return l.hello(helo)
 }
 

@@ -3,6 +3,7 @@ package smtp
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -43,10 +44,18 @@ type Config struct {
 	// authenticated, as a submission port (587, 465) should. False lets
 	// anyone send and leaves the decision to the back-end.
 	RequireAuth bool `yaml:"require_auth"`
-	// XClient sends Postfix's XCLIENT command with the client's address,
-	// port and HELO name to back-ends that advertise it to gatehouse
-	// (smtpd_authorized_xclient_hosts). False never sends it.
+	// XClient sends Postfix's XCLIENT command with the client's address
+	// and port to each back-end before the client is greeted (relay mode
+	// only). It fails closed: a back-end that does not offer XCLIENT to
+	// gatehouse (smtpd_authorized_xclient_hosts) or refuses it is skipped
+	// for the next, and with none left the client gets 421 4.3.2. False
+	// never sends it.
 	XClient bool `yaml:"xclient"`
+	// SourceAddress is the local IP address back-end connections of this
+	// listener are dialed from. Give passthrough listeners an address of
+	// their own, so that back-ends can trust only the relay listeners'
+	// address for XCLIENT. Empty lets the system choose.
+	SourceAddress string `yaml:"source_address"`
 	// ReceivedHeader prepends a Received: trace header naming the client's
 	// address and the TLS it spoke at the edge to every message (relay
 	// mode), for back-ends such as Exchange that take neither XCLIENT nor
@@ -73,6 +82,16 @@ type Config struct {
 	// DataTimeout is how long gatehouse waits for each block of message
 	// data. 0 means 3 minutes (RFC 5321 section 4.5.3.2.5).
 	DataTimeout time.Duration `yaml:"data_timeout"`
+	// BackendGreetingTimeout bounds how long a back-end that accepted the
+	// connection may take to greet; one that takes longer is skipped for
+	// the next and suspected (taken out until its health check passes
+	// again). 0 means 5 seconds.
+	BackendGreetingTimeout time.Duration `yaml:"backend_greeting_timeout"`
+	// HelloTimeout is how long a client has, from gatehouse's greeting,
+	// to send its first HELO or EHLO; a client that has not is told 421
+	// and the connection closes, so an idle connection cannot hold a
+	// back-end's session for long. 0 means 1 minute.
+	HelloTimeout time.Duration `yaml:"hello_timeout"`
 	// BackendSetupTimeout bounds a back-end's greeting, STARTTLS and
 	// XCLIENT before the client is greeted; a back-end that takes longer
 	// is skipped for the next. 0 means 30 seconds.
@@ -103,6 +122,8 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.MaxErrors, 20)
 	setDefault(&c.CommandTimeout, 5*time.Minute)
 	setDefault(&c.DataTimeout, 3*time.Minute)
+	setDefault(&c.BackendGreetingTimeout, 5*time.Second)
+	setDefault(&c.HelloTimeout, time.Minute)
 	setDefault(&c.BackendSetupTimeout, 30*time.Second)
 	setDefault(&c.BackendCommandTimeout, 5*time.Minute)
 	setDefault(&c.BackendDataTimeout, 9*time.Minute)
@@ -129,6 +150,11 @@ func (c *Config) Validate() error {
 	if c.Hostname != "" {
 		if err := validHostname(c.Hostname); err != nil {
 			return fmt.Errorf("hostname: %w", err)
+		}
+	}
+	if c.SourceAddress != "" {
+		if _, err := netip.ParseAddr(c.SourceAddress); err != nil {
+			return fmt.Errorf("source_address %q: want an IP address", c.SourceAddress)
 		}
 	}
 	if c.MaxLineLength != 0 && c.MaxLineLength < 512 {
@@ -161,6 +187,8 @@ func (c *Config) validateChoices() error {
 		return errors.New("require_auth: works in mode relay only")
 	case c.ReceivedHeader:
 		return errors.New("received_header: works in mode relay only; passthrough never sees the message")
+	case c.XClient:
+		return errors.New("xclient: works in mode relay only; passthrough cannot keep a client's own XCLIENT from the back-end once it splices, so it must never share the address a back-end trusts for XCLIENT")
 	}
 	return nil
 }
@@ -175,6 +203,8 @@ func (c *Config) validateSigns() error {
 		{"max_errors", int64(c.MaxErrors)},
 		{"command_timeout", int64(c.CommandTimeout)},
 		{"data_timeout", int64(c.DataTimeout)},
+		{"backend_greeting_timeout", int64(c.BackendGreetingTimeout)},
+		{"hello_timeout", int64(c.HelloTimeout)},
 		{"backend_setup_timeout", int64(c.BackendSetupTimeout)},
 		{"backend_command_timeout", int64(c.BackendCommandTimeout)},
 		{"backend_data_timeout", int64(c.BackendDataTimeout)},

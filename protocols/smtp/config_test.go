@@ -13,6 +13,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Mode != ModeRelay || c.Auth != AuthNone || c.Hostname == "" || c.MaxRecipients != 1000 ||
 		c.MaxLineLength != 2000 || c.MaxErrors != 20 || c.CommandTimeout != 5*time.Minute ||
 		c.DataTimeout != 3*time.Minute || c.BackendSetupTimeout != 30*time.Second ||
+		c.BackendGreetingTimeout != 5*time.Second || c.HelloTimeout != time.Minute ||
 		c.BackendCommandTimeout != 5*time.Minute || c.BackendDataTimeout != 9*time.Minute {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -38,6 +39,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Mode: ModePassthrough, Auth: AuthRelay}, "auth"},
 		{Config{Mode: ModePassthrough, ReceivedHeader: true}, "received_header"},
 		{Config{Mode: ModePassthrough, RequireAuth: true}, "require_auth"},
+		{Config{Mode: ModePassthrough, XClient: true}, "xclient"},
+		{Config{SourceAddress: "relay.example"}, "source_address"},
+		{Config{BackendGreetingTimeout: -time.Second}, "backend_greeting_timeout"},
+		{Config{HelloTimeout: -time.Second}, "hello_timeout"},
 		{Config{Hostname: "mx example"}, "hostname"},
 		{Config{MaxLineLength: 100}, "max_line_length"},
 		{Config{MaxMessageBytes: -1}, "max_message_bytes"},
@@ -48,7 +53,8 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want an error about %s", tc.c, err, tc.key)
 		}
 	}
-	ok := Config{Mode: ModeRelay, Auth: AuthRelay, RequireAuth: true, XClient: true, ReceivedHeader: true}
+	ok := Config{Mode: ModeRelay, Auth: AuthRelay, RequireAuth: true, XClient: true, ReceivedHeader: true,
+		SourceAddress: "192.0.2.25"}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("Validate(%+v) = %v", ok, err)
 	}

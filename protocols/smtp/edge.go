@@ -23,6 +23,7 @@ type edgeConn struct {
 
 	mu      sync.Mutex
 	timeout time.Duration // read timeout of the current stage; 0 leaves deadlines alone
+	helloBy time.Time     // when set, no read waits past it: the first HELO/EHLO is due
 	ending  bool
 	goodbye string
 	// afterReply, when set, is the goodbye end is called with once the
@@ -45,6 +46,21 @@ func newEdgeConn(c net.Conn, timeout time.Duration) *edgeConn {
 func (c *edgeConn) setTimeout(d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
+	c.mu.Unlock()
+}
+
+// expectHello bounds every read until helloDone by one deadline d from
+// now: the client must say HELO or EHLO by then, whatever else it sends.
+func (c *edgeConn) expectHello(d time.Duration) {
+	c.mu.Lock()
+	c.helloBy = time.Now().Add(d)
+	c.mu.Unlock()
+}
+
+// helloDone lifts expectHello's deadline.
+func (c *edgeConn) helloDone() {
+	c.mu.Lock()
+	c.helloBy = time.Time{}
 	c.mu.Unlock()
 }
 
@@ -107,7 +123,10 @@ func (c *edgeConn) arm() (ending bool) {
 	if c.ending {
 		return true
 	}
-	if c.timeout > 0 {
+	switch {
+	case !c.helloBy.IsZero() && (c.timeout <= 0 || c.helloBy.Before(time.Now().Add(c.timeout))):
+		c.Conn.SetReadDeadline(c.helloBy)
+	case c.timeout > 0:
 		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}
 	return false
@@ -152,12 +171,13 @@ func (c *edgeConn) Done() <-chan struct{} { return c.closed }
 type oneConnListener struct {
 	mu   sync.Mutex
 	conn net.Conn
-	done <-chan struct{}
+	done <-chan struct{} // the client's connection is closed
+	tap  <-chan struct{} // go-smtp closed the tap (at STARTTLS)
 	addr net.Addr
 }
 
-func newOneConnListener(c *edgeConn, top net.Conn) *oneConnListener {
-	return &oneConnListener{conn: top, done: c.Done(), addr: c.LocalAddr()}
+func newOneConnListener(c *edgeConn, tap *clientTap) *oneConnListener {
+	return &oneConnListener{conn: tap, done: c.Done(), tap: tap.closed, addr: c.LocalAddr()}
 }
 
 // Accept implements net.Listener.
@@ -169,7 +189,10 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 	if c != nil {
 		return c, nil
 	}
-	<-l.done
+	select {
+	case <-l.done:
+	case <-l.tap:
+	}
 	return nil, net.ErrClosed
 }
 
@@ -184,7 +207,9 @@ func (l *oneConnListener) Addr() net.Addr { return l.addr }
 // reading a 220 greeting that gatehouse has already read.
 type replayConn struct {
 	net.Conn
-	pending []byte
+	pending   []byte
+	recording bool   // Read appends to rec
+	rec       []byte // what was read since recording began
 }
 
 // Read implements net.Conn.
@@ -194,5 +219,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if c.recording && len(c.rec)+n <= maxReplyLine*4 {
+		c.rec = append(c.rec, p[:n]...)
+	}
+	return n, err
 }

@@ -24,7 +24,7 @@ func ExampleFrontend() {
 	fe := &smtp.Frontend{
 		Pool:   &proxy.Pool{Name: "mx", Backends: []*proxy.Backend{proxy.NewBackend("mx1", mx.Addr, 1)}},
 		Log:    slog.New(slog.DiscardHandler),
-		Config: smtp.Config{Hostname: "gate.example", XClient: true},
+		Config: smtp.Config{Hostname: "gate.example"},
 	}
 	srv := &proxy.Server{Name: "mx", Handler: fe, Log: slog.New(slog.DiscardHandler)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

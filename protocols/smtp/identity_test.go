@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"log/slog"
 	"net"
 	"regexp"
 	"strconv"
@@ -13,8 +14,9 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
-// XCLIENT tells a back-end that offers it who the client is: address,
-// port, HELO name, the address it reached; then EHLO again as the client.
+// XCLIENT tells a back-end that offers it who the client is (address,
+// port, the address it reached) before the client is greeted; the
+// client's own EHLO then names it.
 func TestXClient(t *testing.T) {
 	fake := &fakeMTA{Extensions: []string{"XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT", "8BITMIME"}}
 	fe := newFrontend(startFake(t, fake))
@@ -31,25 +33,47 @@ func TestXClient(t *testing.T) {
 	cmds := fake.commands()
 	port := c.LocalAddr().(*net.TCPAddr).Port
 	_, gwPort, _ := net.SplitHostPort(addr)
-	want := "XCLIENT PROTO=ESMTP HELO=client.example DESTADDR=127.0.0.1 DESTPORT=" + gwPort +
+	want := "XCLIENT PROTO=ESMTP DESTADDR=127.0.0.1 DESTPORT=" + gwPort +
 		" PORT=" + strconv.Itoa(port) + " NAME=[UNAVAILABLE] ADDR=127.0.0.2"
 	if len(cmds) < 3 || cmds[0] != "EHLO gate.test" || cmds[1] != want || cmds[2] != "EHLO client.example" {
 		t.Fatalf("back-end got\n%q\nwant EHLO gate.test, %q, EHLO client.example first", cmds, want)
 	}
 }
 
-// A back-end that refuses XCLIENT still serves the session.
-func TestXClientRefused(t *testing.T) {
-	fake := &fakeMTA{
+// xclient fails closed: a back-end that refuses XCLIENT, or does not
+// offer it to gatehouse, is skipped (logged) for the next; with none left
+// the client hears 421 4.3.2, never a session under gatehouse's address.
+func TestXClientFailsClosed(t *testing.T) {
+	refusing := &fakeMTA{
 		Extensions: []string{"XCLIENT ADDR", "8BITMIME"},
 		Replies:    map[string]string{"XCLIENT": "550 5.7.0 Insufficient authorization"},
 	}
-	fe := newFrontend(startFake(t, fake))
+	absent := &fakeMTA{Extensions: []string{"8BITMIME"}}
+	trusting := &fakeMTA{Extensions: []string{"XCLIENT ADDR", "8BITMIME"}}
+	var logs wiretest.Logs
+	fe := newFrontend(startFake(t, refusing), startFake(t, absent), startFake(t, trusting))
 	fe.Config.XClient = true
+	fe.Log = logs.Logger(slog.LevelWarn)
 	addr, _ := serve(t, fe)
-	c := greeted(t, addr)
+	c := dialFrom(t, "127.0.0.2", addr)
+	c.expect("220 gate.test ")
 	c.cmd("EHLO client.example", "250 ")
 	c.mail("alice@example.org", "bob@example.net", "Hello.", "250 ")
+	if refusing.hasCommand("MAIL") || absent.hasCommand("MAIL") || !trusting.hasCommand("XCLIENT ADDR=127.0.0.2") {
+		t.Fatalf("the message went elsewhere than the back-end that took XCLIENT: %q %q %q",
+			refusing.commands(), absent.commands(), trusting.commands())
+	}
+	if len(logs.Lines("XCLIENT refused")) != 1 || len(logs.Lines("XCLIENT not offered")) != 1 {
+		t.Errorf("want one log line per skipped back-end:\n%s", logs.String())
+	}
+
+	refusing2 := &fakeMTA{Extensions: refusing.Extensions, Replies: refusing.Replies}
+	fe = newFrontend(startFake(t, refusing2), startFake(t, &fakeMTA{Extensions: absent.Extensions}))
+	fe.Config.XClient = true
+	addr, _ = serve(t, fe)
+	c = dial(t, addr)
+	c.expect("421 4.3.2 gate.test No mail server available")
+	c.expectClosed()
 }
 
 // A PROXY header names the client to a back-end that reads them.

@@ -2,12 +2,15 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	stdtls "crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,11 +39,11 @@ type leg struct {
 	br       *bufio.Reader // reads conn while gatehouse drives it by hand
 	greeting reply         // the 220 a fresh go-smtp client is shown
 	caps     capabilities  // of gatehouse's own EHLO (XClient only), else nil
-	xclient  bool          // XCLIENT has been tried
 	tls      bool          // the leg is encrypted
 	client   *gosmtp.Client
-	broken   bool // a transport failure happened: only closing is left
-	spliced  bool // the conversation is the client's now: no QUIT from us
+	replay   *replayConn // what client reads through
+	broken   bool        // a transport failure happened: only closing is left
+	spliced  bool        // the conversation is the client's now: no QUIT from us
 }
 
 // stageError is a back-end failure before the client was served: the
@@ -86,7 +89,21 @@ func (f *Frontend) openLeg(ctx context.Context, order []*proxy.Backend, p peer) 
 			backendFailures.WithLabelValues(f.Pool.Name, b.Name, se.stage).Inc()
 		}
 		f.log().Warn("smtp back-end skipped", "listener", f.Pool.Name, "backend", b.Name, "client", p.remote.String(), "err", err)
+		f.suspectSilent(ctx, b, err)
 	}
+}
+
+// suspectSilent hands a back-end that accepted but did not greet in time
+// to Suspect: the next client should not wait for it too.
+func (f *Frontend) suspectSilent(ctx context.Context, b *proxy.Backend, err error) {
+	var se *stageError
+	if f.Suspect == nil || ctx.Err() != nil || !errors.As(err, &se) || se.stage != "greeting" ||
+		!errors.Is(err, os.ErrDeadlineExceeded) {
+		return
+	}
+	f.log().Warn("smtp back-end suspected: no greeting in time", "listener", f.Pool.Name, "backend", b.Name,
+		"timeout", f.cfg.BackendGreetingTimeout)
+	f.Suspect(b, fmt.Errorf("no SMTP greeting within %v", f.cfg.BackendGreetingTimeout))
 }
 
 // after returns the back-ends that follow b in order.
@@ -100,11 +117,36 @@ func after(order []*proxy.Backend, b *proxy.Backend) []*proxy.Backend {
 }
 
 // setup runs everything that must happen before the client is greeted.
+// The greeting (with the PROXY header and implicit TLS before it) must
+// come within the greeting timeout, the rest within the setup timeout.
 func (l *leg) setup(ctx context.Context, p peer) error {
 	cfg := &l.f.cfg
-	l.raw.SetDeadline(time.Now().Add(cfg.BackendSetupTimeout))
+	start := time.Now()
+	l.raw.SetDeadline(start.Add(min(cfg.BackendGreetingTimeout, cfg.BackendSetupTimeout)))
 	stop := context.AfterFunc(ctx, func() { l.raw.SetDeadline(time.Now()) })
 	defer stop()
+	if err := l.greet(ctx, p); err != nil {
+		return err
+	}
+	l.raw.SetDeadline(start.Add(cfg.BackendSetupTimeout))
+	if l.f.BackendTLSMode == backendTLSStart {
+		if err := l.startTLS(); err != nil {
+			return err
+		}
+	}
+	if cfg.XClient {
+		if _, err := l.ehlo(cfg.Hostname); err != nil {
+			return failAt("ehlo", err)
+		}
+		if err := l.sendXClient(p); err != nil {
+			return failAt("xclient", err)
+		}
+	}
+	return l.raw.SetDeadline(time.Time{})
+}
+
+// greet sends the PROXY header, does implicit TLS and reads the greeting.
+func (l *leg) greet(ctx context.Context, p peer) error {
 	if l.f.ProxyVersion != 0 {
 		if err := proxy.WriteProxyHeader(l.raw, l.f.ProxyVersion, p.remote, p.local); err != nil {
 			return failAt("greeting", err)
@@ -118,20 +160,7 @@ func (l *leg) setup(ctx context.Context, p peer) error {
 		l.conn, l.tls = tc, true
 	}
 	l.br = bufio.NewReaderSize(l.conn, maxReplyLine)
-	if err := l.readGreeting(); err != nil {
-		return err
-	}
-	if l.f.BackendTLSMode == backendTLSStart {
-		if err := l.startTLS(); err != nil {
-			return err
-		}
-	}
-	if cfg.XClient {
-		if _, err := l.ehlo(cfg.Hostname); err != nil {
-			return failAt("ehlo", err)
-		}
-	}
-	return l.raw.SetDeadline(time.Time{})
+	return l.readGreeting()
 }
 
 // readGreeting reads the back-end's greeting, which must be 220 (RFC 5321
@@ -200,26 +229,23 @@ func (l *leg) startTLS() error {
 	return nil
 }
 
-// sendXClient tells the back-end who the client is (Postfix XCLIENT) when
-// it offered XCLIENT to gatehouse. XCLIENT resets the back-end to the
+// sendXClient tells the back-end who the client is (Postfix XCLIENT),
+// before the client is greeted. XCLIENT resets the back-end to the
 // greeting stage and answers 220, which becomes the greeting the client
-// library is shown. A refusal is logged and the session goes on without.
-func (l *leg) sendXClient(p peer, helo string) error {
-	if l.xclient || !l.f.cfg.XClient || !l.caps.has("XCLIENT") {
-		return nil
+// library is shown; the client's own EHLO then names it. It fails closed:
+// a back-end that does not offer XCLIENT to gatehouse, or refuses it,
+// would see gatehouse's address as the client's, which a back-end that
+// trusts gatehouse (mynetworks) takes for a relay permit.
+func (l *leg) sendXClient(p peer) error {
+	if !l.caps.has("XCLIENT") {
+		return errors.New("XCLIENT not offered to gatehouse (see smtpd_authorized_xclient_hosts)")
 	}
-	l.xclient = true
-	l.conn.SetDeadline(time.Now().Add(l.f.cfg.BackendCommandTimeout))
-	defer l.conn.SetDeadline(time.Time{})
-	r, err := l.command(xclientCommand(l.caps["XCLIENT"], p, helo))
+	r, err := l.command(xclientCommand(l.caps["XCLIENT"], p, ""))
 	if err != nil {
 		return err
 	}
 	if r.Code != 220 {
-		backendFailures.WithLabelValues(l.f.Pool.Name, l.b.Name, "xclient").Inc()
-		l.f.log().Warn("XCLIENT refused; the back-end sees gatehouse's address", "listener", l.f.Pool.Name,
-			"backend", l.b.Name, "reply", r.String())
-		return nil
+		return fmt.Errorf("XCLIENT refused: %s", r)
 	}
 	l.greeting = r
 	return nil
@@ -233,7 +259,8 @@ func (l *leg) hello(name string) (capabilities, error) {
 	if n := l.br.Buffered(); n > 0 {
 		return nil, fmt.Errorf("back-end sent %d bytes nobody asked for", n)
 	}
-	c := gosmtp.NewClient(&replayConn{Conn: l.conn, pending: l.greeting.wire()})
+	l.replay = &replayConn{Conn: l.conn, pending: l.greeting.wire()}
+	c := gosmtp.NewClient(l.replay)
 	c.CommandTimeout = l.f.cfg.BackendCommandTimeout
 	c.SubmissionTimeout = l.f.cfg.BackendDataTimeout
 	if err := c.Hello(name); err != nil {
@@ -244,6 +271,31 @@ func (l *leg) hello(name string) (capabilities, error) {
 	l.f.caps.learn(l.b.Name, caps)
 	return caps, nil
 }
+
+// capture starts recording what the back-end sends, for captured.
+func (l *leg) capture() {
+	if l.replay != nil {
+		l.replay.rec, l.replay.recording = l.replay.rec[:0], true
+	}
+}
+
+// captured returns the reply recorded since capture: go-smtp's client
+// reads a reply whole and nothing more (the back-end sends nothing
+// unasked), so the bytes it read are exactly the reply.
+func (l *leg) captured() (reply, bool) {
+	if l.replay == nil || !l.replay.recording {
+		return reply{}, false
+	}
+	l.replay.recording = false
+	br := captureReaders.Get().(*bufio.Reader)
+	defer captureReaders.Put(br)
+	br.Reset(bytes.NewReader(l.replay.rec))
+	r, err := readReply(br)
+	return r, err == nil
+}
+
+// captureReaders parse captured replies; each holds a reply line.
+var captureReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxReplyLine) }}
 
 // clientCaps reads back the extensions of go-smtp's EHLO that gatehouse
 // uses.

@@ -38,6 +38,10 @@ var (
 		Name: "gatehouse_smtp_backend_failures_total",
 		Help: "Back-end SMTP conversations that failed after the TCP connect, by listener, backend and stage (greeting, ehlo, starttls, xclient: before the client was served, so the next back-end was tried; lost: mid-session, the client got a 421).",
 	}, []string{"listener", "backend", "stage"})
+	identityRefused = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_smtp_identity_commands_refused_total",
+		Help: "Client commands refused because they would change the back-end's view of the client, by listener and command (XCLIENT, XFORWARD).",
+	}, []string{"listener", "command"})
 )
 
 // replyClass names the class of an SMTP reply code ("2xx", "4xx", "5xx").

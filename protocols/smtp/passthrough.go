@@ -75,6 +75,8 @@ func (p *preAuth) handle(raw []byte, line string) bool {
 		return p.startTLS(arg)
 	case "NOOP", "RSET":
 		return p.say("250 2.0.0 OK")
+	case "XCLIENT", "XFORWARD":
+		return p.refuseIdentity(verb)
 	case "QUIT":
 		p.say(fmt.Sprintf("221 2.0.0 %s Bye", p.s.f.cfg.Hostname))
 		return true
@@ -88,6 +90,31 @@ func (p *preAuth) handle(raw []byte, line string) bool {
 		return p.fail("530 5.7.0 Must issue a STARTTLS command first")
 	}
 	return p.handOver(raw)
+}
+
+// refuseIdentity refuses a client's XCLIENT or XFORWARD, which would make
+// the back-end take the client for someone else (a trusted relay).
+func (p *preAuth) refuseIdentity(verb string) bool {
+	identityRefused.WithLabelValues(p.s.f.Pool.Name, verb).Inc()
+	p.s.log.Warn("smtp client command refused: it would change the back-end's view of the client", "command", verb)
+	return p.fail("550 5.7.0 " + verb + " is not permitted")
+}
+
+// identityCommand returns XCLIENT or XFORWARD when one of the whole lines
+// in b is that command, and "" otherwise.
+func identityCommand(b []byte) string {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return "" // not a whole line yet: it goes after the splice
+		}
+		line := b[:i]
+		b = b[i+1:]
+		if verb := identityVerb(line); verb != "" {
+			return verb
+		}
+	}
+	return ""
 }
 
 // say writes one reply; it reports whether the client is gone.
@@ -121,8 +148,7 @@ func (p *preAuth) readFailed(err error) {
 	}
 }
 
-// hello relays HELO/EHLO to the back-end (after XCLIENT, the first time)
-// and answers with its reply: gatehouse's own first line, the back-end's
+// hello relays HELO/EHLO to the back-end and answers with its reply: gatehouse's own first line, the back-end's
 // extensions, and STARTTLS as gatehouse offers it.
 func (p *preAuth) hello(verb, arg string) bool {
 	name := heloName(arg)
@@ -132,9 +158,6 @@ func (p *preAuth) hello(verb, arg string) bool {
 	s, l := p.s, p.s.leg
 	l.conn.SetDeadline(time.Now().Add(s.f.cfg.BackendCommandTimeout))
 	defer l.conn.SetDeadline(time.Time{})
-	if err := l.sendXClient(s.peer, name); err != nil {
-		return p.lost(err)
-	}
 	r, err := l.command(verb + " " + name)
 	if err != nil {
 		return p.lost(err)
@@ -145,6 +168,7 @@ func (p *preAuth) hello(verb, arg string) bool {
 		return err != nil || r.Code == 421
 	}
 	p.greeted = true
+	s.edge.helloDone()
 	s.mu.Lock()
 	s.helo = name
 	s.mu.Unlock()
@@ -238,6 +262,12 @@ func (p *preAuth) handOver(raw []byte) bool {
 		return p.lost(fmt.Errorf("back-end sent %d bytes nobody asked for", n))
 	}
 	pending, _ := p.br.Peek(p.br.Buffered())
+	if verb := identityCommand(pending); verb != "" {
+		// The group would reach the back-end whole: refuse it whole.
+		p.refuseIdentity(verb)
+		p.say(s.closing("4.7.0", verb+" is not permitted, closing connection"))
+		return true
+	}
 	first := append(raw, pending...)
 	l.conn.SetWriteDeadline(time.Now().Add(s.f.cfg.BackendCommandTimeout))
 	if _, err := l.conn.Write(first); err != nil {

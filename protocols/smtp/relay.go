@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -16,7 +17,24 @@ import (
 )
 
 // relay serves the session with go-smtp's server until the client leaves.
+// A STARTTLS ends one go-smtp server (see clientTap); the connection is
+// upgraded here and a new one serves the rest.
 func (s *session) relay() {
+	silent := false
+	for {
+		// go-smtp gets a plaintext tap, also over TLS: gatehouse knows
+		// the TLS state itself (setTLS).
+		tap := newClientTap(s, s.top, silent)
+		s.serveGoSMTP(tap)
+		if !tap.startTLS || !s.startTLS(tap.held) {
+			return
+		}
+		silent = true
+	}
+}
+
+// serveGoSMTP runs one go-smtp server over tap until it returns.
+func (s *session) serveGoSMTP(tap *clientTap) {
 	cfg := &s.f.cfg
 	srv := gosmtp.NewServer(relayBackend{s})
 	srv.Domain = cfg.Hostname
@@ -28,11 +46,48 @@ func (s *session) relay() {
 	// rather than go-smtp's 523.
 	srv.AllowInsecureAuth = true
 	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
-	s.srv = srv
+	s.mu.Lock()
+	s.srv, s.gconn, s.tap = srv, nil, tap
+	s.mu.Unlock()
 	// Serve returns once the connection is closed; Shutdown then waits
 	// for go-smtp's own goroutine to be gone.
-	srv.Serve(newOneConnListener(s.edge, s.top))
+	srv.Serve(newOneConnListener(s.edge, tap))
 	srv.Shutdown(context.Background())
+}
+
+// startTLS upgrades the client's connection after the STARTTLS command
+// that ended go-smtp's server, held being what the client had sent from
+// that command on. Whatever followed the command is discarded (RFC 3207
+// section 4.2); the client must say EHLO again. It reports whether the
+// session goes on.
+func (s *session) startTLS(held []byte) bool {
+	line, _, _ := bytes.Cut(held, []byte("\n"))
+	if len(bytes.TrimSpace(line)) != len("STARTTLS") {
+		s.reply("501 5.5.4 Syntax: STARTTLS")
+		return false
+	}
+	if err := s.reply("220 2.0.0 Ready to start TLS"); err != nil {
+		return false
+	}
+	if rest := len(held) - len(line) - 1; rest > 0 {
+		s.log.Warn("smtp bytes pipelined after STARTTLS discarded", "bytes", rest)
+	}
+	s.edge.setTimeout(handshakeTimeout)
+	defer s.edge.setTimeout(s.f.cfg.CommandTimeout)
+	tc, discarded, err := tls.ServerStartTLS(s.edge, nil, s.f.EdgeTLS)
+	if discarded > 0 {
+		s.log.Warn("smtp bytes pipelined after STARTTLS discarded", "bytes", discarded)
+	}
+	if err != nil {
+		s.outcome = "tls_failed"
+		s.log.Info("smtp STARTTLS failed", "err", err)
+		return false
+	}
+	s.setTLS(tc)
+	s.mu.Lock()
+	s.endTx(nil)
+	s.mu.Unlock()
+	return true
 }
 
 // relayBackend hands go-smtp the session at each HELO/EHLO.
@@ -49,7 +104,8 @@ var (
 )
 
 // begin answers the client's first HELO/EHLO (and its first after
-// STARTTLS): XCLIENT if due, then the back-end is greeted with the
+// STARTTLS): the back-end (told who the client is by XCLIENT at setup,
+// if configured) is greeted with the
 // client's name, and its reply decides ours. The extensions go-smtp is
 // about to advertise are set from what the back-ends offer.
 func (s *session) begin(c *gosmtp.Conn) (gosmtp.Session, error) {
@@ -63,9 +119,7 @@ func (s *session) begin(c *gosmtp.Conn) (gosmtp.Session, error) {
 		return nil, s.lost(errors.New("back-end already gone"))
 	}
 	s.helo = c.Hostname()
-	if err := s.leg.sendXClient(s.peer, s.helo); err != nil {
-		return nil, s.lost(err)
-	}
+	s.edge.helloDone()
 	caps, err := s.leg.hello(s.helo)
 	s.countReply("EHLO", err)
 	if err != nil {
@@ -89,8 +143,8 @@ func (s *session) advertise(caps capabilities) {
 	srv.EnableDSN = ext.dsn
 	// STARTTLS is offered only after EHLO, where RFC 3207 puts it; a
 	// STARTTLS before it gets go-smtp's 502.
-	if s.f.TLSMode == tls.ModeStartTLS && s.f.EdgeTLS != nil {
-		srv.TLSConfig = s.f.EdgeTLS
+	if s.f.TLSMode == tls.ModeStartTLS && s.f.EdgeTLS != nil && s.tlsState == nil {
+		srv.TLSConfig = s.f.EdgeTLS // for the EHLO reply only: see clientTap
 	}
 }
 
@@ -110,6 +164,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return s.lost(errors.New("back-end already gone"))
 	}
 	s.tx = &transaction{start: time.Now(), from: from}
+	s.leg.capture()
 	err := s.leg.client.Mail(from, opts)
 	s.countReply("MAIL", err)
 	if err != nil {
@@ -118,7 +173,16 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return r
 	}
 	s.tx.open = true
+	s.passOK()
 	return nil
+}
+
+// passOK hands the back-end's own 2xx to MAIL or RCPT, as captured, to
+// the tap, which puts it in place of go-smtp's. Called with mu held.
+func (s *session) passOK() {
+	if r, ok := s.leg.captured(); ok && s.tap != nil {
+		s.tap.okReply(r)
+	}
 }
 
 // Rcpt relays RCPT TO.
@@ -128,11 +192,13 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	if s.leg.broken || s.tx == nil {
 		return s.lost(errors.New("back-end already gone or no transaction"))
 	}
+	s.leg.capture()
 	err := s.leg.client.Rcpt(to, opts)
 	s.countReply("RCPT", err)
 	if err != nil {
 		return s.backendError(err)
 	}
+	s.passOK()
 	s.tx.rcpts++
 	recipientsTotal.WithLabelValues(s.f.Pool.Name, s.leg.b.Name).Inc()
 	return nil
@@ -146,6 +212,9 @@ func (s *session) Data(r io.Reader) error {
 	defer s.mu.Unlock()
 	s.edge.setTimeout(s.f.cfg.DataTimeout)
 	defer s.edge.setTimeout(s.f.cfg.CommandTimeout)
+	s.inData.Store(true)
+	defer s.inData.Store(false)
+	defer s.dotAnomaly.Store(false)
 	if s.leg.broken || s.tx == nil {
 		return s.lost(errors.New("back-end already gone"))
 	}
@@ -158,6 +227,9 @@ func (s *session) Data(r io.Reader) error {
 // relayData sends the message and returns the back-end's final reply,
 // a 250 included (go-smtp writes an *SMTPError's code verbatim).
 func (s *session) relayData(r io.Reader) *gosmtp.SMTPError {
+	if _, bdat := r.(*io.PipeReader); !bdat && s.tap != nil && s.tap.dataNext {
+		return s.pumpMessage()
+	}
 	w, err := s.leg.client.Data()
 	if err != nil {
 		return s.backendError(err) // go-smtp drains what the client sends
@@ -167,6 +239,9 @@ func (s *session) relayData(r io.Reader) *gosmtp.SMTPError {
 	s.tx.size = body.n
 	if err != nil {
 		return s.dataFailed(body.err, err)
+	}
+	if _, bdat := r.(*io.PipeReader); !bdat && s.dotAnomaly.Load() {
+		return s.refuseDotAnomaly()
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
@@ -229,6 +304,21 @@ func (s *session) dataFailed(readErr, err error) *gosmtp.SMTPError {
 	s.log.Info("smtp message not received in full", "err", readErr)
 	return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 		Message: "Message transfer aborted, message not accepted"}
+}
+
+// refuseDotAnomaly refuses a message with a line of a dot and a bare CR
+// or LF. go-smtp's reader drops that dot, which would alter the message
+// silently, and back-ends differ in how they read such a line (SMTP
+// smuggling). The back-end never gets the end of data: its connection is
+// closed, and the session ends after the reply.
+func (s *session) refuseDotAnomaly() *gosmtp.SMTPError {
+	s.leg.broken = true
+	s.leg.abort()
+	s.outcome = "bare_cr_lf"
+	s.log.Warn("smtp message refused: a line of a dot and a bare CR or LF")
+	s.edge.endAfterReply(s.goodbye("4.3.0", "Closing connection"))
+	return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0},
+		Message: "Message refused: a line begins with a dot and a bare CR or LF (RFC 5321 section 2.3.8)"}
 }
 
 // okReply turns the back-end's status text after 250 (which go-smtp's

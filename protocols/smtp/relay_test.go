@@ -84,16 +84,27 @@ func TestRelayEndToEndAcknowledgement(t *testing.T) {
 // Replies to MAIL and RCPT are the back-end's, code, enhanced code and
 // text, multi-line ones included.
 func TestRelayRepliesPassedThrough(t *testing.T) {
+	multi := &fakeMTA{Replies: map[string]string{"RCPT": "250-2.1.5 Recipient ok\r\n250 2.1.5 queued for <bob@example.net>"}}
+	addr, _ := serve(t, newFrontend(startFake(t, multi)))
+	c := greeted(t, addr)
+	c.cmd("EHLO client.example", "250 ")
+	c.cmd("MAIL FROM:<alice@example.org>", "250 2.0.0 OK")
+	if got := c.cmd("RCPT TO:<bob@example.net>", "250 "); got != "250-2.1.5 Recipient ok\n250 2.1.5 queued for <bob@example.net>" {
+		t.Errorf("RCPT reply %q, want the back-end's", got)
+	}
+	c.cmd("QUIT", "221 ")
+
 	fake := &fakeMTA{Replies: map[string]string{
 		"RCPT": "550-5.1.1 <nobody@example.net>: Recipient address rejected:\r\n550 5.1.1 User unknown in virtual mailbox table",
 		"MAIL": "250 2.1.0 Sender ok",
 	}}
-	addr, _ := serve(t, newFrontend(startFake(t, fake)))
-	c := greeted(t, addr)
+	addr, _ = serve(t, newFrontend(startFake(t, fake)))
+	c = greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
-	// go-smtp words its own 250 to MAIL and RCPT: only refusals carry
-	// the back-end's text (its API passes errors, not successes).
-	c.cmd("MAIL FROM:<alice@example.org>", "250 ")
+	// The back-end's 250 to MAIL, not go-smtp's "Roger, accepting mail".
+	if got := c.cmd("MAIL FROM:<alice@example.org>", "250 "); got != "250 2.1.0 Sender ok" {
+		t.Errorf("MAIL reply %q, want the back-end's", got)
+	}
 	got := c.cmd("RCPT TO:<nobody@example.net>", "550 5.1.1 User unknown in virtual mailbox table")
 	if want := "550-<nobody@example.net>: Recipient address rejected:\n550 5.1.1 User unknown in virtual mailbox table"; got != want {
 		t.Errorf("RCPT reply\n%q, want\n%q", got, want)
@@ -167,7 +178,7 @@ func TestRelayNoSmuggling(t *testing.T) {
 	c.cmd("MAIL FROM:<alice@example.org>", "250 ")
 	c.cmd("RCPT TO:<bob@example.net>", "250 ")
 	c.cmd("DATA", "354 ")
-	c.Send("Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.org>\r\n.\rRCPT TO:<x@example.net>\n.\r\nlast")
+	c.Send("Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<x@example.net>\n.\r\nlast")
 	c.Send(".")
 	c.expect("250 2.0.0 Ok: queued")
 	msgs := fake.messages()
@@ -180,6 +191,35 @@ func TestRelayNoSmuggling(t *testing.T) {
 	// The bare LFs went out as CRLF, and the dot after them stuffed.
 	if !strings.Contains(msgs[0], "first\r\n..\r\nMAIL FROM:<evil@example.org>\r\n") {
 		t.Errorf("back-end got %q", msgs[0])
+	}
+}
+
+// A line of a dot and a bare LF or CR after a CRLF (whose dot go-smtp's
+// data reader would drop, and which some back-ends take for the end of
+// data) gets the message refused with 550 5.6.0: the back-end never
+// gets its end, and the session ends.
+func TestRelayDotBareCRLFRefused(t *testing.T) {
+	for name, body := range map[string]string{
+		"CRLF.LF":     "Subject: one\r\n\r\nfirst\r\n.\nMAIL FROM:<evil@example.org>",
+		"CRLF.CRCRLF": "Subject: one\r\n\r\nfirst\r\n.\r\r\nMAIL FROM:<evil@example.org>",
+		"CRLF.CRx":    "Subject: one\r\n\r\nfirst\r\n.\rx",
+		"first line":  ".\nSubject: one",
+	} {
+		t.Run(name, func(t *testing.T) {
+			fake := &fakeMTA{}
+			addr, _ := serve(t, newFrontend(startFake(t, fake)))
+			c := greeted(t, addr)
+			c.cmd("EHLO client.example", "250 ")
+			c.cmd("MAIL FROM:<alice@example.org>", "250 ")
+			c.cmd("RCPT TO:<bob@example.net>", "250 ")
+			c.data(body, "550 5.6.0 ")
+			c.Send("NOOP")
+			c.expect("421 4.3.0 ")
+			c.expectClosed()
+			if msgs := fake.messages(); len(msgs) != 0 {
+				t.Errorf("the back-end got %q", msgs)
+			}
+		})
 	}
 }
 

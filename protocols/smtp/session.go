@@ -50,6 +50,11 @@ type session struct {
 
 	// current is the leg, for closing it from any goroutine.
 	current atomic.Pointer[leg]
+	// inData is set while a message is read (relay mode).
+	inData atomic.Bool
+	// dotAnomaly is set when the client sent a line of a dot and a bare
+	// CR or LF (see clientTap), and cleared after each message.
+	dotAnomaly atomic.Bool
 
 	// mu guards what follows. go-smtp calls Data from a goroutine of its
 	// own for BDAT, and watchShutdown runs apart, so the leg and the
@@ -72,6 +77,7 @@ type session struct {
 	// relay mode: the session's go-smtp server and connection.
 	srv   *gosmtp.Server
 	gconn *gosmtp.Conn
+	tap   *clientTap
 }
 
 func (f *Frontend) newSession(ctx context.Context, conn net.Conn) *session {
