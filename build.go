@@ -194,12 +194,7 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 	case "pop3", "imap":
 		return b.mailLogin(lc, pool, link)
 	case "smtp":
-		return &smtp.Frontend{
-			Pool: pool, Affinity: lc.Affinity,
-			EdgeTLS: link.EdgeTLS, TLSMode: lc.TLS.Mode, TLSRequired: lc.TLS.Required,
-			BackendTLS: link.BackendTLS, BackendTLSMode: lc.BackendTLS.Mode,
-			ProxyVersion: link.ProxyVersion, Idle: lc.Timeouts.Idle,
-			Throttle: b.s.throttle, Log: b.s.log, Config: lc.SMTP,
+		return &smtp.Frontend{Link: link, Pool: pool, Affinity: lc.Affinity, Config: lc.SMTP,
 			Suspect: func(be *proxy.Backend, why error) { b.s.monitor.Suspect(be.Name, pool.Name, why) },
 		}, nil
 	}

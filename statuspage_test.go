@@ -314,7 +314,7 @@ func (d *devtools) call(method string, params map[string]any, result any) {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // a screenshot on a busy machine is slow
 	d.w.SetWriteDeadline(deadline)
 	d.r.SetReadDeadline(deadline)
 	if _, err := d.w.Write(append(b, 0)); err != nil {

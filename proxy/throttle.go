@@ -75,6 +75,9 @@ func (t *Throttle) SetRealms(r Realms) {
 // is refused without asking the back-end. Failures for the user from
 // other addresses never block here.
 func (t *Throttle) Blocked(ip netip.Addr, user string) bool {
+	if t == nil { // no throttle: nobody is blocked
+		return false
+	}
 	st := t.counters()
 	if st.Count(addrKey(ip)) >= t.addressLimit() {
 		return true
@@ -85,6 +88,9 @@ func (t *Throttle) Blocked(ip netip.Addr, user string) bool {
 // Failed records a failed login and returns how long to wait before
 // answering, and whether the client is now blocked.
 func (t *Throttle) Failed(ip netip.Addr, user string) (wait time.Duration, blocked bool) {
+	if t == nil {
+		return 0, false
+	}
 	st, w := t.counters(), t.window()
 	a := st.Incr(addrKey(ip), w)
 	if a >= t.addressLimit() {
@@ -114,7 +120,7 @@ func (t *Throttle) Failed(ip netip.Addr, user string) (wait time.Duration, block
 // own count stays (a guesser who owns one account must not reset its
 // count with it), as does the user-wide count.
 func (t *Throttle) Succeeded(ip netip.Addr, user string) {
-	if user == "" {
+	if t == nil || user == "" {
 		return
 	}
 	st, u := t.counters(), t.canonical(user)

@@ -89,7 +89,7 @@ func (s *session) authenticate(mech, identity, user, pass string) error {
 // throttle's delay and gets the one 535, and once blocked the session
 // ends with 421.
 func (s *session) tryAuth(identity, user, pass string) (outcome string, err error) {
-	th := s.f.throttle
+	th := s.f.Throttle // nil: no throttle
 	if th.Blocked(s.peer.ip, user) {
 		s.log.Warn("smtp auth refused: too many failures", "user", user)
 		return "blocked", s.endBlocked()

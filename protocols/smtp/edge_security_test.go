@@ -172,7 +172,7 @@ func TestRelayRefusesIdentityCommandsInsideTLS(t *testing.T) {
 		Replies: map[string]string{"MAIL": "250 2.1.0 Sender ok by fake"}}
 	var logs wiretest.Logs
 	fe := newFrontend(startFake(t, fake))
-	fe.TLSMode, fe.EdgeTLS = "starttls", wiretest.ServerTLS()
+	fe.TLSMode, fe.EdgeTLS = proxy.TLSStartTLS, wiretest.ServerTLS()
 	fe.Log = logs.Logger(slog.LevelWarn)
 	addr, _ := serve(t, fe)
 	c := greeted(t, addr)

@@ -22,9 +22,9 @@ func ExampleFrontend() {
 	defer mx.Close()
 
 	fe := &smtp.Frontend{
-		Pool:   &proxy.Pool{Name: "mx", Backends: []*proxy.Backend{proxy.NewBackend("mx1", mx.Addr, 1)}},
-		Log:    slog.New(slog.DiscardHandler),
-		Config: smtp.Config{Hostname: "gate.example"},
+		Pool: &proxy.Pool{Name: "mx", Backends: []*proxy.Backend{proxy.NewBackend("mx1", mx.Addr, 1)}},
+
+		Config: smtp.Config{Hostname: "gate.example"}, Link: proxy.Link{Log: slog.New(slog.DiscardHandler)},
 	}
 	srv := &proxy.Server{Name: "mx", Handler: fe, Log: slog.New(slog.DiscardHandler)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

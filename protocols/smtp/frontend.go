@@ -85,7 +85,6 @@ package smtp
 
 import (
 	"context"
-	stdtls "crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -112,63 +111,39 @@ const handshakeTimeout = 30 * time.Second
 // Frontend serves SMTP clients of one listener. Set the fields before the
 // first connection; the zero value of each is documented.
 type Frontend struct {
+	// Link is how the listener reaches clients and back-ends: TLSMode
+	// starttls offers STARTTLS, implicit is TLS from the first byte (465);
+	// TLSRequired refuses AUTH before STARTTLS with 530 5.7.0 (and in
+	// passthrough mode everything but EHLO, HELO, NOOP, RSET and QUIT);
+	// BackendTLS nil verifies back-ends against the system roots by their
+	// host name; Idle bounds a passthrough session once spliced (relay
+	// sessions are bound by Config's command and data timeouts); the log
+	// gets one line per transaction and per session.
+	proxy.Link
 	// Pool holds the back-ends; required.
 	Pool *proxy.Pool
-	// EdgeTLS is the certificate and policy offered to clients; nil offers
-	// no TLS.
-	EdgeTLS *stdtls.Config
-	// TLSMode is "starttls" (offer STARTTLS), "implicit" (TLS from the
-	// first byte, port 465) or "none"; "" means none.
-	TLSMode string
-	// TLSRequired refuses AUTH before STARTTLS with 530 5.7.0 (and in
-	// passthrough mode everything but EHLO, HELO, NOOP, RSET and QUIT).
-	// False allows plaintext AUTH.
-	TLSRequired bool
-	// BackendTLS is the client TLS config toward back-ends; nil verifies
-	// them against the system roots by their host name.
-	BackendTLS *stdtls.Config
-	// BackendTLSMode is "tls", "starttls" or "none"; "" means none.
-	BackendTLSMode string
-	// ProxyVersion, 1 or 2, sends a PROXY header with the client's address
-	// to each back-end; 0 sends none.
-	ProxyVersion byte
 	// Affinity is "source-ip" (route by client address), "user" (by
 	// client address, then by AUTH user), or "none"; "" means none, which
 	// balances by the pool's policy.
 	Affinity string
-	// Idle ends a passthrough session after this long without a byte
-	// either way once spliced; 0 means no limit. Relay sessions are bound
-	// by Config's command and data timeouts instead.
-	Idle time.Duration
-	// Throttle slows and stops password guessing, shared by every
-	// frontend; nil means one of the Frontend's own.
-	Throttle *proxy.Throttle
 	// Suspect, if set, is told of a back-end that accepted a connection
 	// but did not greet within the greeting timeout, so that the health
 	// monitor takes it out for every client until its probes pass again
 	// (build wires it to health.Monitor.Suspect). Nil skips such a
 	// back-end for the one client only.
 	Suspect func(b *proxy.Backend, why error)
-	// Log receives one line per transaction and per session; nil means
-	// slog.Default().
-	Log *slog.Logger
 	// Config holds the SMTP options; zero fields take their defaults.
 	Config Config
 
-	once     sync.Once
-	cfg      Config // Config with defaults applied
-	caps     capCache
-	throttle *proxy.Throttle
+	once sync.Once
+	cfg  Config // Config with defaults applied
+	caps capCache
 }
 
 func (f *Frontend) init() {
 	f.once.Do(func() {
 		f.cfg = f.Config
 		f.cfg.SetDefaults()
-		f.throttle = f.Throttle
-		if f.throttle == nil {
-			f.throttle = &proxy.Throttle{}
-		}
 		if f.cfg.SourceAddress != "" && f.Pool.Dialer == nil {
 			f.Pool.Dialer = sourceDialer(f.cfg.SourceAddress)
 		}
@@ -188,7 +163,7 @@ func (f *Frontend) ServeConn(ctx context.Context, conn net.Conn) {
 	s := f.newSession(ctx, conn)
 	defer s.finish()
 	defer s.recoverPanic()
-	if f.TLSMode == tls.ModeImplicit && !s.handshake() {
+	if f.TLSMode == proxy.TLSImplicit && !s.handshake() {
 		return
 	}
 	l, err := f.openLeg(ctx, f.Pool.Pick(s.routeKey()), s.peer)

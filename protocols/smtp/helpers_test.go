@@ -43,9 +43,8 @@ func newFrontend(addrs ...string) *Frontend {
 		pool.Backends = append(pool.Backends, proxy.NewBackend(fmt.Sprintf("b%d", i+1), a, 1))
 	}
 	return &Frontend{
-		Pool:     pool,
-		Log:      quiet,
-		Throttle: &proxy.Throttle{Delay: time.Millisecond},
+		Pool: pool,
+
 		Config: Config{
 			Hostname:              "gate.test",
 			BackendSetupTimeout:   time.Second,
@@ -53,12 +52,14 @@ func newFrontend(addrs ...string) *Frontend {
 			BackendDataTimeout:    wait,
 			CommandTimeout:        wait,
 			DataTimeout:           wait,
-		},
+		}, Link: proxy.Link{
+
+			// mtas starts smtptest back-ends named b1, b2… and returns them with
+			// their addresses; they stop when the test ends.
+			Log: quiet, Throttle: &proxy.Throttle{Delay: time.Millisecond}},
 	}
 }
 
-// mtas starts smtptest back-ends named b1, b2… and returns them with
-// their addresses; they stop when the test ends.
 func mtas(t testing.TB, n int, opt func(*smtptest.Server)) ([]*smtptest.Server, []string) {
 	t.Helper()
 	var servers []*smtptest.Server

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // XCLIENT tells a back-end that offers it who the client is (address,
@@ -104,7 +105,7 @@ func TestProxyHeaderToBackend(t *testing.T) {
 func TestReceivedHeader(t *testing.T) {
 	backends, addrs := mtas(t, 1, nil)
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS = "starttls", wiretest.ServerTLS()
+	fe.TLSMode, fe.EdgeTLS = proxy.TLSStartTLS, wiretest.ServerTLS()
 	fe.Config.ReceivedHeader = true
 	addr, _ := serve(t, fe)
 	c := dialFrom(t, "127.0.0.2", addr)

@@ -20,13 +20,6 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
-// Back-end TLS modes, the values of Frontend.BackendTLSMode.
-const (
-	backendTLSNone     = "none"
-	backendTLSImplicit = "tls"
-	backendTLSStart    = "starttls"
-)
-
 // leg is gatehouse's SMTP conversation with one back-end on behalf of one
 // client. Until a HELO name is known it is driven by hand (greeting,
 // STARTTLS, XCLIENT); then relay mode hands it to go-smtp's client and
@@ -129,7 +122,7 @@ func (l *leg) setup(ctx context.Context, p peer) error {
 		return err
 	}
 	l.raw.SetDeadline(start.Add(cfg.BackendSetupTimeout))
-	if l.f.BackendTLSMode == backendTLSStart {
+	if l.f.BackendTLSMode == proxy.TLSStartTLS {
 		if err := l.startTLS(); err != nil {
 			return err
 		}
@@ -152,7 +145,7 @@ func (l *leg) greet(ctx context.Context, p peer) error {
 			return failAt("greeting", err)
 		}
 	}
-	if l.f.BackendTLSMode == backendTLSImplicit {
+	if l.f.BackendTLSMode == proxy.TLSImplicit {
 		tc := stdtls.Client(l.raw, l.f.backendTLS(l.b))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return failAt("starttls", fmt.Errorf("tls handshake: %w", err))

@@ -197,7 +197,7 @@ func (p *preAuth) ehloReply(r reply, name string) reply {
 		}
 		out.Lines = append(out.Lines, l)
 	}
-	if s.tlsState == nil && s.f.TLSMode == tls.ModeStartTLS && s.f.EdgeTLS != nil {
+	if s.tlsState == nil && s.f.TLSMode == proxy.TLSStartTLS && s.f.EdgeTLS != nil {
 		out.Lines = append(out.Lines, "STARTTLS")
 	}
 	return out
@@ -213,7 +213,7 @@ func (p *preAuth) startTLS(arg string) bool {
 		return p.fail("501 5.5.4 Syntax: STARTTLS")
 	case s.tlsState != nil:
 		return p.fail("502 5.5.1 Already running in TLS")
-	case s.f.TLSMode != tls.ModeStartTLS || s.f.EdgeTLS == nil:
+	case s.f.TLSMode != proxy.TLSStartTLS || s.f.EdgeTLS == nil:
 		return p.fail("502 5.5.1 STARTTLS not offered")
 	}
 	if p.say("220 2.0.0 Ready to start TLS") {

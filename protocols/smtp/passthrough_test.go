@@ -116,7 +116,7 @@ func TestPassthroughNTLM(t *testing.T) {
 // runs inside it, and where TLS is required nothing passes before it.
 func TestPassthroughStartTLS(t *testing.T) {
 	addr, exch, _ := passthroughFrontend(t, func(fe *Frontend) {
-		fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", wiretest.ServerTLS(), true
+		fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = proxy.TLSStartTLS, wiretest.ServerTLS(), true
 	})
 	c := greeted(t, addr)
 	ehlo := c.cmd("EHLO client.example", "250 ")
@@ -141,7 +141,7 @@ func TestPassthroughStartTLS(t *testing.T) {
 
 // Commands pipelined behind STARTTLS are discarded, never relayed.
 func TestPassthroughStartTLSInjection(t *testing.T) {
-	addr, exch, _ := passthroughFrontend(t, func(fe *Frontend) { fe.TLSMode, fe.EdgeTLS = "starttls", wiretest.ServerTLS() })
+	addr, exch, _ := passthroughFrontend(t, func(fe *Frontend) { fe.TLSMode, fe.EdgeTLS = proxy.TLSStartTLS, wiretest.ServerTLS() })
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
 	c.Send("STARTTLS", "MAIL FROM:<evil@example.org>")

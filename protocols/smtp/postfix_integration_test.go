@@ -70,7 +70,7 @@ func startPostfix(t *testing.T, relayTo string, extra string) string {
 	}
 	t.Cleanup(func() { stopProcess(master) })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if !wiretest.Eventually(10*time.Second, func() bool { return canDial(addr) }) {
+	if !wiretest.Eventually(30*time.Second, func() bool { return canDial(addr) }) { // a busy machine starts Postfix slowly
 		log, _ := os.ReadFile(filepath.Join(dir, "maillog"))
 		t.Fatalf("Postfix does not listen on %s:\n%s\n%s", addr, stderr.String(), log)
 	}

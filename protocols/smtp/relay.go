@@ -13,6 +13,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
 
@@ -143,7 +144,7 @@ func (s *session) advertise(caps capabilities) {
 	srv.EnableDSN = ext.dsn
 	// STARTTLS is offered only after EHLO, where RFC 3207 puts it; a
 	// STARTTLS before it gets go-smtp's 502.
-	if s.f.TLSMode == tls.ModeStartTLS && s.f.EdgeTLS != nil && s.tlsState == nil {
+	if s.f.TLSMode == proxy.TLSStartTLS && s.f.EdgeTLS != nil && s.tlsState == nil {
 		srv.TLSConfig = s.f.EdgeTLS // for the EHLO reply only: see clientTap
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // A message goes through, and the client's 250 is the back-end's own.
@@ -284,7 +285,7 @@ func TestRelayLogsTransaction(t *testing.T) {
 func TestRelayNetSMTPClient(t *testing.T) {
 	backends, addrs := mtas(t, 1, func(s *smtptest.Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", wiretest.ServerTLS(), true
+	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = proxy.TLSStartTLS, wiretest.ServerTLS(), true
 	fe.Config.Auth = AuthRelay
 	addr, _ := serve(t, fe)
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // swaks runs the swaks client against addr with args and returns its
@@ -40,11 +41,11 @@ func swaks(t *testing.T, addr string, args ...string) (string, int) {
 func TestIntegrationSwaks(t *testing.T) {
 	backends, addrs := mtas(t, 1, func(s *smtptest.Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	starttls := newFrontend(addrs...)
-	starttls.TLSMode, starttls.EdgeTLS, starttls.TLSRequired = "starttls", wiretest.ServerTLS(), true
+	starttls.TLSMode, starttls.EdgeTLS, starttls.TLSRequired = proxy.TLSStartTLS, wiretest.ServerTLS(), true
 	starttls.Config.Auth = AuthRelay
 	submission, _ := serve(t, starttls)
 	implicit := newFrontend(addrs...)
-	implicit.TLSMode, implicit.EdgeTLS = "implicit", wiretest.ServerTLS()
+	implicit.TLSMode, implicit.EdgeTLS = proxy.TLSImplicit, wiretest.ServerTLS()
 	implicit.Config.Auth = AuthRelay
 	smtps, _ := serve(t, implicit)
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // tlsFrontend is a relay listener offering STARTTLS with the test
@@ -15,7 +16,7 @@ func tlsFrontend(t *testing.T, required bool) (string, []*smtptest.Server) {
 	t.Helper()
 	backends, addrs := mtas(t, 1, func(s *smtptest.Server) { s.AuthUsers = map[string]string{"alice": "secret"} })
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = "starttls", wiretest.ServerTLS(), required
+	fe.TLSMode, fe.EdgeTLS, fe.TLSRequired = proxy.TLSStartTLS, wiretest.ServerTLS(), required
 	fe.Config.Auth = AuthRelay
 	addr, _ := serve(t, fe)
 	return addr, backends
@@ -91,7 +92,7 @@ func TestAuthPlaintextAllowed(t *testing.T) {
 func TestImplicitTLS(t *testing.T) {
 	backends, addrs := mtas(t, 1, nil)
 	fe := newFrontend(addrs...)
-	fe.TLSMode, fe.EdgeTLS = "implicit", wiretest.ServerTLS()
+	fe.TLSMode, fe.EdgeTLS = proxy.TLSImplicit, wiretest.ServerTLS()
 	addr, _ := serve(t, fe)
 	c := dial(t, addr)
 	c.StartTLS(wiretest.ClientTLS())
@@ -112,7 +113,7 @@ func TestBackendStartTLS(t *testing.T) {
 	plain, _ := mtas(t, 1, nil)
 	secure, _ := mtas(t, 1, func(s *smtptest.Server) { s.TLSConfig = wiretest.ServerTLS() })
 	fe := newFrontend(plain[0].Addr, secure[0].Addr)
-	fe.BackendTLSMode, fe.BackendTLS = "starttls", wiretest.ClientTLS()
+	fe.BackendTLSMode, fe.BackendTLS = proxy.TLSStartTLS, wiretest.ClientTLS()
 	addr, _ := serve(t, fe)
 	c := greeted(t, addr)
 	c.cmd("EHLO client.example", "250 ")
