@@ -221,12 +221,6 @@ func (b *builder) link(lc *Listener, alpn []string) (proxy.Link, error) {
 	}, nil
 }
 
-// links is link in parts, for the frontends that do not embed a Link yet.
-func (b *builder) links(lc *Listener, alpn []string) (version byte, edge, backend *stdtls.Config, err error) {
-	l, err := b.link(lc, alpn)
-	return l.ProxyVersion, l.EdgeTLS, l.BackendTLS, err
-}
-
 // mailLogin builds the POP3 or IMAP frontend: login at the edge, route by
 // user, splice.
 func (b *builder) mailLogin(lc *Listener, pool *proxy.Pool, link proxy.Link) (proxy.Handler, error) {

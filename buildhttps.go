@@ -26,18 +26,12 @@ func (b *builder) httpsFrontend(lc *Listener, l *listener) (proxy.Handler, error
 		l.pools = append(l.pools, pool)
 	}
 	l.pool = services[https.Default]
-	version, edge, backend, err := b.links(lc, []string{"http/1.1"})
+	link, err := b.link(lc, []string{"http/1.1"})
 	if err != nil {
 		return nil, err
 	}
-	f := &https.Frontend{
-		Name: lc.Name, Pool: l.pool, Services: services,
-		EdgeTLS: edge, TLSMode: lc.TLS.Mode,
-		BackendTLS: backend, BackendTLSMode: lc.BackendTLS.Mode,
-		ProxyVersion: version, Idle: lc.Timeouts.Idle,
-		Throttle: b.s.throttle, Log: b.s.log, Config: lc.HTTPS,
-	}
-	if edge != nil {
+	f := &https.Frontend{Link: link, Name: lc.Name, Pool: l.pool, Services: services, Config: lc.HTTPS}
+	if link.EdgeTLS != nil {
 		l.watch = f.WatchCertificates
 		l.certStatus = f.CertificateStatus
 	}
@@ -98,7 +92,7 @@ func (b *builder) redirectListener() (*listener, error) {
 	pool := &proxy.Pool{Name: "http"} // no back-end: it only redirects
 	l := &listener{cfg: lc, pool: pool, pools: []*proxy.Pool{pool}}
 	l.server = &proxy.Server{Name: "http", Log: b.s.log, Handler: &https.Frontend{
-		Name: "http", Pool: pool, Log: b.s.log, Config: lc.HTTPS,
+		Link: proxy.Link{Log: b.s.log}, Name: "http", Pool: pool, Config: lc.HTTPS,
 		ACME: m.HTTPChallengeHandler(http.NotFoundHandler()),
 	}}
 	for _, addr := range lc.Listen {

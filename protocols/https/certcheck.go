@@ -162,7 +162,7 @@ func (f *Frontend) edgeLeaf() ([]byte, error) {
 // checkOne fetches one back-end's certificate and compares it.
 func (f *Frontend) checkOne(ctx context.Context, t certTarget, edge []byte) CertCheck {
 	c := CertCheck{Backend: t.b.Name, Addr: t.b.Addr, Services: t.services, Edge: fingerprint(edge), Checked: time.Now()}
-	if f.BackendTLSMode != "tls" {
+	if f.BackendTLSMode != proxy.TLSImplicit {
 		c.Problem = "back-end reached over plain HTTP (TLS offloading): NTLM and Negotiate fail when Exchange enforces Extended Protection"
 		return c
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
-	"github.com/gatehouse-proxy/gatehouse/tls"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -24,8 +23,9 @@ func TestServiceAllowList(t *testing.T) {
 	be := echoBackend(t, "a")
 	logs := &wiretest.Logs{}
 	internal := Service{Allow: []string{"127.0.0.2", "10.0.0.0/8"}}
-	f := &Frontend{Name: "allow", Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4),
-		Config: Config{Services: map[string]Service{ECP: internal, PowerShell: internal}}}
+	f := &Frontend{Name: "allow", Pool: newPool("web", "a="+be.addr),
+		Config: Config{Services: map[string]Service{ECP: internal, PowerShell: internal}}, Link: proxy.Link{Log: logs.Logger(-4)},
+	}
 	srv := &proxy.Server{Name: "allow", Handler: f, Log: quiet,
 		Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}}
 	addr := wiretest.Serve(t, srv)
@@ -79,7 +79,7 @@ func TestAllowListValidated(t *testing.T) {
 func TestRefusalsLoggedRateLimited(t *testing.T) {
 	be := echoBackend(t, "a")
 	logs := &wiretest.Logs{}
-	f := &Frontend{Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4)}
+	f := &Frontend{Pool: newPool("web", "a="+be.addr), Link: proxy.Link{Log: logs.Logger(-4)}}
 	f.refusals.Interval = time.Hour
 	addr := serve(t, f)
 	bad := func(src string) {
@@ -108,8 +108,9 @@ func TestRefusalsLoggedRateLimited(t *testing.T) {
 func TestHeaderTimeoutLogged(t *testing.T) {
 	be := echoBackend(t, "a")
 	logs := &wiretest.Logs{}
-	f := &Frontend{Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4),
-		Config: Config{HeaderTimeout: 300 * time.Millisecond}}
+	f := &Frontend{Pool: newPool("web", "a="+be.addr),
+		Config: Config{HeaderTimeout: 300 * time.Millisecond}, Link: proxy.Link{Log: logs.Logger(-4)},
+	}
 	f.refusals.Interval = time.Hour
 	addr := serve(t, f)
 	// Three slow clients from one address: each is cut off, one line says so.
@@ -243,14 +244,18 @@ func TestChannelTableBounded(t *testing.T) {
 func TestSilentConnectionsLogged(t *testing.T) {
 	be := echoBackend(t, "a")
 	logs := &wiretest.Logs{}
-	plain := &Frontend{Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4),
-		Config: Config{KeepAlive: 300 * time.Millisecond}}
+	plain := &Frontend{Pool: newPool("web", "a="+be.addr),
+		Config: Config{KeepAlive: 300 * time.Millisecond}, Link: proxy.Link{Log: logs.Logger(-4)},
+	}
 	cert := selfSigned(t)
-	tlsFront := &Frontend{Name: "tls", Pool: newPool("web", "a="+be.addr), Log: logs.Logger(-4),
-		EdgeTLS: &stdtls.Config{Certificates: []stdtls.Certificate{cert}}, TLSMode: tls.ModeImplicit,
-		Config: Config{HeaderTimeout: 300 * time.Millisecond}}
-	// A connection that never sends a request, and a TLS handshake that
-	// never finishes (a record header promising more than comes).
+	tlsFront := &Frontend{Name: "tls", Pool: newPool("web", "a="+be.addr),
+
+		Config: Config{HeaderTimeout: 300 * time.Millisecond}, Link:
+		// A connection that never sends a request, and a TLS handshake that
+		// never finishes (a record header promising more than comes).
+		proxy.Link{Log: logs.Logger(-4), EdgeTLS: &stdtls.Config{Certificates: []stdtls.Certificate{cert}}, TLSMode: proxy.TLSImplicit},
+	}
+
 	c, br := dial(t, serve(t, plain))
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("a silent connection was answered")
@@ -316,10 +321,10 @@ func TestPassthroughAllowList(t *testing.T) {
 	web := echoBackend(t, "web")
 	logs := &wiretest.Logs{}
 	f := &Frontend{
-		Name: "pt-allow", Pool: newPool("edge", "web="+web.addr), Log: logs.Logger(-4),
+		Name: "pt-allow", Pool: newPool("edge", "web="+web.addr),
 		Services: map[string]*proxy.Pool{ECP: newPool("edge/ecp", "legacy="+legacy.Addr)},
 		Config: Config{Services: map[string]Service{ECP: {TLS: TLSPassthrough, SNI: []string{"admin.example.com"},
-			Allow: []string{"127.0.0.2"}}}},
+			Allow: []string{"127.0.0.2"}}}}, Link: proxy.Link{Log: logs.Logger(-4)},
 	}
 	addr := tlsFrontend(t, f)
 	before := testutil.ToFloat64(requestErrors.WithLabelValues("pt-allow", ECP, "forbidden"))

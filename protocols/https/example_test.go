@@ -20,9 +20,10 @@ func Example() {
 
 	quiet := slog.New(slog.DiscardHandler)
 	pool := &proxy.Pool{Name: "exchange", Backends: []*proxy.Backend{proxy.NewBackend("cas-a", backend.Addr, 1)}}
-	front := &https.Frontend{Pool: pool, Log: quiet, Config: https.Config{
+	front := &https.Frontend{Pool: pool, Config: https.Config{
 		Services: map[string]https.Service{https.OWA: {Affinity: https.AffinityCookie}},
-	}}
+	}, Link: proxy.Link{Log: quiet},
+	}
 	srv := &proxy.Server{Name: "exchange", Handler: front, Log: quiet}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

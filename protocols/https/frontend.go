@@ -92,42 +92,24 @@ type Frontend struct {
 	// its own Backend values so that health is kept per back-end and
 	// service. A service absent here uses Pool.
 	Services map[string]*proxy.Pool
-	// EdgeTLS is the listener's TLS configuration; nil offers no TLS.
-	// Only HTTP/1.1 is negotiated, whatever its NextProtos list:
-	// NTLM cannot run over HTTP/2.
-	EdgeTLS *stdtls.Config
-	// TLSMode is "implicit" for TLS from the first byte (443); anything
-	// else is plain HTTP.
-	TLSMode string
+	// Link is how the listener reaches clients and back-ends. EdgeTLS
+	// nil offers no TLS; only HTTP/1.1 is negotiated, whatever its
+	// NextProtos list (NTLM cannot run over HTTP/2); TLSMode TLSImplicit
+	// is TLS from the first byte (443), anything else plain HTTP.
 	// TLSRequired, on a plain-HTTP listener, answers every request with a
-	// redirect to the same URL over https, as Config.RedirectHTTPS does.
-	// False serves plain HTTP unless Config says otherwise.
-	TLSRequired bool
-	// BackendTLS is the client TLS configuration towards back-ends (a
-	// pinned fingerprint for Exchange's self-signed certificate); nil
-	// with BackendTLSMode "tls" means crypto/tls defaults.
-	BackendTLS *stdtls.Config
-	// BackendTLSMode is "tls" to reach back-ends over TLS; anything else
-	// is plain HTTP.
-	BackendTLSMode string
-	// ProxyVersion, 1 or 2, sends a PROXY header on every back-end
-	// connection; 0 sends none.
-	ProxyVersion byte
-	// Idle is the least idle timeout of every service without an idle of
-	// its own in Config: DefaultIdle applies when it is longer, so that a
-	// listener-wide value never cuts ActiveSync's 59-minute heartbeat.
-	// 0 means DefaultIdle alone.
-	Idle time.Duration
+	// redirect to https, as Config.RedirectHTTPS does. BackendTLSMode
+	// TLSImplicit reaches back-ends over TLS (BackendTLS nil: crypto/tls
+	// defaults). Idle is the least idle timeout of every service without
+	// one of its own in Config: DefaultIdle applies when it is longer, so
+	// a listener-wide value never cuts ActiveSync's 59-minute heartbeat (0:
+	// DefaultIdle alone). Throttle counts 401 answers to requests that
+	// carried credentials (Basic, NTLM AUTHENTICATE) and refuses blocked
+	// clients with 429. Log gets one line per request.
+	proxy.Link
 	// ACME answers ACME HTTP-01 challenges (/.well-known/acme-challenge/)
 	// on a plain listener, before any redirect; nil passes them on like
 	// any request.
 	ACME http.Handler
-	// Throttle counts 401 answers to requests that carried credentials
-	// (Basic, NTLM AUTHENTICATE) and refuses blocked clients with 429; nil
-	// means no throttling.
-	Throttle *proxy.Throttle
-	// Log receives one line per request; nil means slog.Default().
-	Log *slog.Logger
 	// Config is the listener's https section; SetDefaults is applied to it
 	// at the first connection.
 	Config Config
@@ -208,7 +190,7 @@ func (f *Frontend) idle(service string) time.Duration {
 	return max(f.Idle, DefaultIdle(service))
 }
 
-func (f *Frontend) implicitTLS() bool { return f.TLSMode == tls.ModeImplicit && f.EdgeTLS != nil }
+func (f *Frontend) implicitTLS() bool { return f.TLSMode == proxy.TLSImplicit && f.EdgeTLS != nil }
 
 // ServeConn implements proxy.Handler: it serves the client connection's
 // requests until the client or a back-end ends it.

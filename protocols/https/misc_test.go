@@ -115,7 +115,7 @@ func TestNoRetryAfterBytesSent(t *testing.T) {
 func TestThrottleCountsFailedLogins(t *testing.T) {
 	s, _ := exchangeFarm(t, 1)
 	th := &proxy.Throttle{Limit: 2, Delay: time.Millisecond}
-	addr := serve(t, &Frontend{Pool: newPool("web", "cas-a="+s[0].Addr), Throttle: th})
+	addr := serve(t, &Frontend{Pool: newPool("web", "cas-a="+s[0].Addr), Link: proxy.Link{Throttle: th}})
 	bad := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("alice:wrong"))
 	for i := range 2 {
 		c, br := dial(t, addr)
@@ -196,7 +196,7 @@ func TestDefaultIdleOutlastsExchange(t *testing.T) {
 	}
 	// A service's own idle wins; the listener's idle only lengthens the
 	// defaults, never cuts ActiveSync's heartbeat.
-	f := &Frontend{Idle: time.Hour, Config: Config{Services: map[string]Service{EWS: {Idle: time.Minute}}}}
+	f := &Frontend{Config: Config{Services: map[string]Service{EWS: {Idle: time.Minute}}}, Link: proxy.Link{Idle: time.Hour}}
 	if f.idle(EWS) != time.Minute || f.idle(ActiveSync) != 61*time.Minute || f.idle(OWA) != time.Hour {
 		t.Errorf("idle: ews %v, activesync %v, owa %v", f.idle(EWS), f.idle(ActiveSync), f.idle(OWA))
 	}

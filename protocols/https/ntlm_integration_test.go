@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // needCurl fails the test when curl is missing: CI installs it.
@@ -20,7 +22,7 @@ func needCurl(t *testing.T) {
 // tlsFrontend serves f over TLS with a fresh self-signed certificate.
 func tlsFrontend(t *testing.T, f *Frontend) string {
 	t.Helper()
-	f.TLSMode = "implicit"
+	f.TLSMode = proxy.TLSImplicit
 	f.EdgeTLS = &stdtls.Config{Certificates: []stdtls.Certificate{selfSigned(t)}, NextProtos: []string{"h2", "http/1.1"}}
 	return serve(t, f)
 }

@@ -170,7 +170,7 @@ func TestNTLMPinnedOverTLSBackend(t *testing.T) {
 	s.Users = exchangetest.DemoUsers()
 	s.StartTLS()
 	t.Cleanup(s.Close)
-	addr := serve(t, &Frontend{Pool: newPool("tls", "cas-a="+s.Addr), BackendTLSMode: "tls", BackendTLS: trusting(s)})
+	addr := serve(t, &Frontend{Pool: newPool("tls", "cas-a="+s.Addr), Link: proxy.Link{BackendTLSMode: proxy.TLSImplicit, BackendTLS: trusting(s)}})
 	// Exchange is reached over TLS (its session tickets arrive on the
 	// connection): the pinned connection stays in use for the login's
 	// later requests.

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 
 // smuggled is the request hidden in the body of the attacks: to
@@ -162,9 +163,9 @@ func TestSmugglingCorpus(t *testing.T) {
 	internal := Service{Allow: []string{"10.0.0.0/8"}}
 	f := &Frontend{
 		Pool: newPool("web", "nginx="+ng.addr),
-		Log:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+
 		Config: Config{Services: map[string]Service{ECP: internal, PowerShell: internal},
-			RootRedirect: "off"},
+			RootRedirect: "off"}, Link: proxy.Link{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 	}
 	addr := serve(t, f)
 	next := 0

@@ -58,7 +58,7 @@ func trusting(s *exchangetest.Server) *stdtls.Config {
 func TestBackendsOverTLS(t *testing.T) {
 	s := exchangetest.NewTLSServer("cas-a")
 	t.Cleanup(s.Close)
-	addr := tlsFrontend(t, &Frontend{Pool: newPool("web", "cas-a="+s.Addr), BackendTLSMode: "tls", BackendTLS: trusting(s)})
+	addr := tlsFrontend(t, &Frontend{Pool: newPool("web", "cas-a="+s.Addr), Link: proxy.Link{BackendTLSMode: proxy.TLSImplicit, BackendTLS: trusting(s)}})
 	c, br := dialTLS(t, addr, "mail.example.com")
 	for range 3 {
 		if resp, body := get(t, c, br, "/ews/x"); resp.StatusCode != 200 || !strings.Contains(body, "cas-a served /ews/x") {
@@ -85,13 +85,8 @@ func TestExtendedProtectionCertificateComparison(t *testing.T) {
 	same := sameCertBackend(t, edge)
 	var logs wiretest.Logs
 	f := &Frontend{
-		Name:           "exch",
-		Pool:           newPool("exch", "cas-a="+same, "cas-b="+other.Addr),
-		EdgeTLS:        &stdtls.Config{Certificates: []stdtls.Certificate{edge}},
-		TLSMode:        "implicit",
-		BackendTLSMode: "tls",
-		BackendTLS:     &stdtls.Config{InsecureSkipVerify: true},
-		Log:            logs.Logger(slog.LevelDebug),
+		Name: "exch",
+		Pool: newPool("exch", "cas-a="+same, "cas-b="+other.Addr), Link: proxy.Link{EdgeTLS: &stdtls.Config{Certificates: []stdtls.Certificate{edge}}, TLSMode: proxy.TLSImplicit, BackendTLSMode: proxy.TLSImplicit, BackendTLS: &stdtls.Config{InsecureSkipVerify: true}, Log: logs.Logger(slog.LevelDebug)},
 	}
 	checks := f.CheckCertificates(context.Background())
 	byName := map[string]CertCheck{}
@@ -122,8 +117,7 @@ func TestExtendedProtectionCertificateComparison(t *testing.T) {
 
 func TestCertificateComparisonFlagsTLSOffload(t *testing.T) {
 	be := echoBackend(t, "a")
-	f := &Frontend{Pool: newPool("offload", "a="+be.addr), TLSMode: "implicit",
-		EdgeTLS: &stdtls.Config{Certificates: []stdtls.Certificate{selfSigned(t)}}, Log: quiet}
+	f := &Frontend{Pool: newPool("offload", "a="+be.addr), Link: proxy.Link{TLSMode: proxy.TLSImplicit, EdgeTLS: &stdtls.Config{Certificates: []stdtls.Certificate{selfSigned(t)}}, Log: quiet}}
 	checks := f.CheckCertificates(context.Background())
 	if len(checks) != 1 || checks[0].Match || !strings.Contains(checks[0].Problem, "plain HTTP") {
 		t.Errorf("plain back-end: %+v, want a mismatch for TLS offloading", checks)
@@ -136,8 +130,9 @@ func TestWatchCertificatesRechecksOnChange(t *testing.T) {
 	changed := make(chan struct{})
 	s := exchangetest.NewTLSServer("cas-a")
 	t.Cleanup(s.Close)
-	f := &Frontend{Pool: newPool("watch", "cas-a="+s.Addr), TLSMode: "implicit", BackendTLSMode: "tls", Log: quiet,
-		Config: Config{CertCheckInterval: 20 * time.Millisecond}}
+	f := &Frontend{Pool: newPool("watch", "cas-a="+s.Addr),
+		Config: Config{CertCheckInterval: 20 * time.Millisecond}, Link: proxy.Link{TLSMode: proxy.TLSImplicit, BackendTLSMode: proxy.TLSImplicit, Log: quiet},
+	}
 	f.EdgeTLS = &stdtls.Config{GetCertificate: func(*stdtls.ClientHelloInfo) (*stdtls.Certificate, error) {
 		select {
 		case <-changed:
@@ -190,7 +185,7 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 
 func TestGracefulShutdown(t *testing.T) {
 	servers, specs := pingServers(t, 2*time.Second)
-	f := &Frontend{Pool: newPool("drain", specs...), Log: quiet}
+	f := &Frontend{Pool: newPool("drain", specs...), Link: proxy.Link{Log: quiet}}
 	srv := &proxy.Server{Name: "drain", Handler: f, Log: quiet}
 	ln := listen(t, "127.0.0.1")
 	served := make(chan struct{})
@@ -226,7 +221,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestRefuseSaysTooManyConnections(t *testing.T) {
 	be := echoBackend(t, "a")
-	f := &Frontend{Pool: newPool("limited", "a="+be.addr), Log: quiet}
+	f := &Frontend{Pool: newPool("limited", "a="+be.addr), Link: proxy.Link{Log: quiet}}
 	srv := &proxy.Server{Name: "limited", Handler: f, MaxPerIP: 1, Log: quiet}
 	ln := listen(t, "127.0.0.1")
 	served := make(chan struct{})

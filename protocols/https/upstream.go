@@ -87,14 +87,14 @@ func (s *session) setup(raw net.Conn, b *proxy.Backend, pool *proxy.Pool, host [
 	}
 	timed := &timedConn{Conn: raw, c: &s.clk}
 	var conn net.Conn = timed
-	if f.BackendTLSMode == "tls" {
+	if f.BackendTLSMode == proxy.TLSImplicit {
 		tc, err := s.handshake(conn, pool, host)
 		if err != nil {
 			return nil, err
 		}
 		conn = tc
 	}
-	u := &upstream{b: b, pool: pool.Name, raw: raw, conn: conn, plain: f.BackendTLSMode != "tls"}
+	u := &upstream{b: b, pool: pool.Name, raw: raw, conn: conn, plain: f.BackendTLSMode != proxy.TLSImplicit}
 	u.timed = timed
 	u.release = proxy.TrackSession(pool.Name, b, raw)
 	return u, nil
