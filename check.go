@@ -3,8 +3,10 @@ package gatehouse
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -121,7 +123,7 @@ func (c *Config) at(path string, warning bool, format string, args ...any) Probl
 // in use, back-end CA files and map files.
 func (c *Config) checkFiles(now time.Time) Problems {
 	var errs Problems
-	for _, name := range sortedServiceNames(c.Certificates) {
+	for _, name := range slices.Sorted(maps.Keys(c.Certificates)) {
 		if !c.certificateSetUsed(name) {
 			continue // NewServer starts only the sets something serves
 		}
@@ -202,7 +204,7 @@ func (c *Config) checkNames(ctx context.Context, opts CheckOptions) Problems {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	names := sortedBackendNames(c.Backends)
+	names := slices.Sorted(maps.Keys(c.Backends))
 	found := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {

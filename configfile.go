@@ -2,6 +2,7 @@ package gatehouse
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -296,7 +297,7 @@ func yamlFields(t reflect.Type) map[string]int {
 // them all.
 func suggest(key string, fields map[string]int) string {
 	best, dist := "", 3 // farther than 2 edits is not a misspelling
-	for _, k := range sortedKeys(fields) {
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		if d := editDistance(key, k); d < dist && len(k) > 2 {
 			best, dist = k, d
 		}
@@ -304,7 +305,7 @@ func suggest(key string, fields map[string]int) string {
 	if best != "" {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
-	return "known: " + strings.Join(sortedKeys(fields), ", ")
+	return "known: " + strings.Join(slices.Sorted(maps.Keys(fields)), ", ")
 }
 
 // editDistance is the Levenshtein distance between a and b.
@@ -326,15 +327,6 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
-}
-
-func sortedKeys(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func join(path, key string) string {

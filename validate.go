@@ -38,10 +38,10 @@ func validate(c *Config, d *decoder) {
 			d.problemAt(fmt.Sprintf("admin.names[%d]", i), "admin.names: %q is not a host name (no scheme, port or path)", name)
 		}
 	}
-	for _, name := range sortedBackendNames(c.Backends) {
+	for _, name := range slices.Sorted(maps.Keys(c.Backends)) {
 		validateBackend(d, name, c.Backends[name])
 	}
-	for _, name := range sortedServiceNames(c.Certificates) {
+	for _, name := range slices.Sorted(maps.Keys(c.Certificates)) {
 		if err := c.Certificates[name].Validate(); err != nil {
 			d.problemIn("certificates."+name, err, "certificates %q: %v", name, err)
 		}
@@ -227,7 +227,7 @@ func validateHTTPS(d *decoder, c *Config, l *Listener, path string) {
 	if l.TLS.Mode == tls.ModeStartTLS || l.BackendTLS.Mode == tls.ModeStartTLS {
 		d.problemAt(path+".tls", "HTTPS has no STARTTLS: use mode implicit or none")
 	}
-	for _, name := range sortedServiceNames(l.HTTPS.Services) {
+	for _, name := range slices.Sorted(maps.Keys(l.HTTPS.Services)) {
 		svc := l.HTTPS.Services[name]
 		p := path + ".https.services." + name
 		for j, b := range svc.Backends {
@@ -239,15 +239,6 @@ func validateHTTPS(d *decoder, c *Config, l *Listener, path string) {
 			oneOf(d, p+".balance", svc.Balance, proxy.RoundRobin, proxy.LeastConn)
 		}
 	}
-}
-
-func sortedServiceNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // checkCertificateRef reports a reference to a certificate set that does
@@ -316,15 +307,6 @@ func oneOf(d *decoder, path, value string, allowed ...string) {
 		key := path[strings.LastIndexAny(path, ".]")+1:]
 		d.problemAt(path, "%s: unknown value %q (want one of: %s)", key, value, strings.Join(allowed, ", "))
 	}
-}
-
-func sortedBackendNames(m map[string]Backend) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // validateThrottle checks the realms: NetBIOS names and DNS domains, so

@@ -3,6 +3,7 @@ package https
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -95,8 +96,6 @@ type Config struct {
 	// a change, which triggers the Extended Protection comparison with
 	// every back-end's certificate; 0 means 1 minute.
 	CertCheckInterval time.Duration `yaml:"cert_check_interval"`
-
-	trusted []netip.Prefix
 }
 
 // Service is the configuration of one service of an https listener.
@@ -238,7 +237,7 @@ func (c *Config) Validate() error {
 	if _, err := c.allowPrefixes(); err != nil {
 		return err
 	}
-	for _, name := range sortedKeys(c.Services) {
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		if !slices.Contains(serviceNames, name) {
 			return fmt.Errorf("services.%s: unknown service (want one of %s)", name, strings.Join(serviceNames, ", "))
 		}
@@ -280,7 +279,7 @@ func (s Service) validate() error {
 // validateSNI refuses one server name passed through for two services.
 func (c *Config) validateSNI() error {
 	seen := map[string]string{}
-	for _, name := range sortedKeys(c.Services) {
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		for _, sni := range c.Services[name].SNI {
 			n := strings.ToLower(sni)
 			if other, dup := seen[n]; dup {
@@ -301,7 +300,7 @@ func (c *Config) trustedPrefixes() ([]netip.Prefix, error) {
 // one is absent from the map.
 func (c *Config) allowPrefixes() (map[string][]netip.Prefix, error) {
 	out := map[string][]netip.Prefix{}
-	for _, name := range sortedKeys(c.Services) {
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		if len(c.Services[name].Allow) == 0 {
 			continue
 		}
@@ -359,15 +358,6 @@ func (c *Config) service(name string) Service {
 	s := c.Services[name]
 	s.setDefaults(name)
 	return s
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // isToken reports whether s is an RFC 9110 token (header names, cookie

@@ -5,6 +5,7 @@ import (
 	stdtls "crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -68,7 +69,7 @@ func (f *Frontend) passthroughService(name string) string {
 	if name == "" {
 		return ""
 	}
-	for _, service := range sortedKeys(f.Config.Services) {
+	for _, service := range slices.Sorted(maps.Keys(f.Config.Services)) {
 		svc := f.Config.Services[service]
 		if svc.TLS == TLSPassthrough && slices.ContainsFunc(svc.SNI, func(n string) bool { return strings.EqualFold(n, name) }) {
 			return service
