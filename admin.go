@@ -120,7 +120,7 @@ func (s *Server) bindAdmin() error {
 		}
 	}
 	s.adminRaw = ln
-	if !adminOnLoopback(cfg.Listen) {
+	if !cfg.OnLoopback() {
 		m, err := s.adminCertificates()
 		if err != nil {
 			ln.Close()
@@ -136,7 +136,7 @@ func (s *Server) bindAdmin() error {
 // certificate set, starting it if no listener uses it.
 func (s *Server) adminCertificates() (*tls.Manager, error) {
 	b := s.newBuilder(s.cfg, nil)
-	m, err := b.certificates(certificateSet(s.cfg, s.cfg.Admin.Certificates))
+	m, err := b.certificates(s.cfg.CertificateSet(s.cfg.Admin.Certificates))
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/admin"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 )
 
@@ -42,7 +43,7 @@ func startLogged(t *testing.T, yaml string) (*Server, *logBuf) {
 	t.Helper()
 	cfg := parse(t, yaml)
 	logs := &logBuf{}
-	srv, err := NewServer(cfg, NewLogger(Log{Level: "warn"}, logs))
+	srv, err := NewServer(cfg, NewLogger(config.Log{Level: "warn"}, logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ listeners: [{name: echo, listen: "127.0.0.1:0", backends: [a]}]
 			t.Errorf("Host %s: %s, want %d", host, resp.Status, want)
 		}
 	}
-	_, err := ParseConfig("x.yaml", []byte(`
+	_, err := config.Parse("x.yaml", []byte(`
 admin: {names: ["https://gatehouse.example.org:9900"]}
 backends: {a: {address: "127.0.0.1:1"}}
 listeners: [{name: main, listen: 127.0.0.1:0, backends: [a]}]
@@ -328,8 +329,8 @@ listeners: [{name: echo, listen: "127.0.0.1:0", backends: [a], limits: {max_per_
 func TestAdminViewCertificates(t *testing.T) {
 	checked := time.Now()
 	s := &Server{listeners: []*listener{
-		{cfg: &Listener{Name: "mail"}},
-		{cfg: &Listener{Name: "web"}, certStatus: func() []https.CertCheck {
+		{cfg: &config.Listener{Name: "mail"}},
+		{cfg: &config.Listener{Name: "web"}, certStatus: func() []https.CertCheck {
 			return []https.CertCheck{{Backend: "ex1", Addr: "10.0.0.11:443", Services: []string{"owa"}, Edge: "aa", Presented: "bb", Problem: "another certificate", Checked: checked}}
 		}},
 	}}

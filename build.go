@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strconv"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3"
@@ -30,7 +31,7 @@ type certSet struct {
 // nothing the running Server uses until commit; abort undoes its work.
 type builder struct {
 	s      *Server
-	cfg    *Config
+	cfg    *config.Config
 	reuse  map[string]net.Listener // sockets of the running config, by listen address
 	taken  map[string]bool         // which of them the new config keeps
 	bound  []net.Listener          // sockets bound anew
@@ -50,7 +51,7 @@ type builder struct {
 // the back-end's name.
 type backendKey struct{ check, name string }
 
-func (s *Server) newBuilder(cfg *Config, reuse map[string]net.Listener) *builder {
+func (s *Server) newBuilder(cfg *config.Config, reuse map[string]net.Listener) *builder {
 	return &builder{s: s, cfg: cfg, reuse: reuse, taken: map[string]bool{}, certs: map[string]*certSet{},
 		backends: map[backendKey]*proxy.Backend{}, weights: map[*proxy.Backend]int{}}
 }
@@ -121,7 +122,7 @@ func (b *builder) abort() {
 
 // listener makes a listener's pool, frontend and proxy.Server, and its
 // sockets: kept from the running config where the address stays.
-func (b *builder) listener(lc *Listener) (*listener, error) {
+func (b *builder) listener(lc *config.Listener) (*listener, error) {
 	l := &listener{cfg: lc}
 	var handler proxy.Handler
 	var err error
@@ -139,7 +140,7 @@ func (b *builder) listener(lc *Listener) (*listener, error) {
 	}
 	trusted := make([]netip.Prefix, 0, len(lc.ProxyProtocol.Trusted))
 	for _, t := range lc.ProxyProtocol.Trusted {
-		p, _ := parsePrefix(t) // validated
+		p, _ := config.ParsePrefix(t) // validated
 		trusted = append(trusted, p)
 	}
 	l.server = &proxy.Server{
@@ -185,7 +186,7 @@ var quietLog = slog.New(slog.DiscardHandler)
 var clientListenConfig = net.ListenConfig{KeepAlive: -1}
 
 // frontend returns the protocol handler of a listener.
-func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error) {
+func (b *builder) frontend(lc *config.Listener, pool *proxy.Pool) (proxy.Handler, error) {
 	link, err := b.link(lc, nil)
 	if err != nil {
 		return nil, err
@@ -204,7 +205,7 @@ func (b *builder) frontend(lc *Listener, pool *proxy.Pool) (proxy.Handler, error
 // link builds what every frontend of the listener shares: TLS both ways
 // (alpn: the protocols offered to clients), the PROXY version, the idle
 // limit, the process's throttle and its logger.
-func (b *builder) link(lc *Listener, alpn []string) (proxy.Link, error) {
+func (b *builder) link(lc *config.Listener, alpn []string) (proxy.Link, error) {
 	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
 	edge, err := b.edgeTLS(lc, alpn)
 	if err != nil {
@@ -223,7 +224,7 @@ func (b *builder) link(lc *Listener, alpn []string) (proxy.Link, error) {
 
 // mailLogin builds the POP3 or IMAP frontend: login at the edge, route by
 // user, splice.
-func (b *builder) mailLogin(lc *Listener, pool *proxy.Pool, link proxy.Link) (proxy.Handler, error) {
+func (b *builder) mailLogin(lc *config.Listener, pool *proxy.Pool, link proxy.Link) (proxy.Handler, error) {
 	router, err := proxy.NewRouter(lc.Route, pool, link.Log)
 	if err != nil {
 		return nil, err
@@ -236,11 +237,11 @@ func (b *builder) mailLogin(lc *Listener, pool *proxy.Pool, link proxy.Link) (pr
 
 // edgeTLS returns the TLS config a listener serves clients with, or nil
 // when it speaks no TLS. alpn lists the application protocols it offers.
-func (b *builder) edgeTLS(lc *Listener, alpn []string) (*stdtls.Config, error) {
+func (b *builder) edgeTLS(lc *config.Listener, alpn []string) (*stdtls.Config, error) {
 	if !lc.TLS.TLS() {
 		return nil, nil
 	}
-	m, err := b.certificates(certificateSet(b.cfg, lc.TLS.Certificates))
+	m, err := b.certificates(b.cfg.CertificateSet(lc.TLS.Certificates))
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +278,7 @@ type poolSpec struct {
 // pool makes a pool's back-ends and their checks. Back-ends start in the
 // state the running config knew them in: health of a check that stays,
 // and the operator's drain or disable.
-func (b *builder) pool(lc *Listener, spec poolSpec) (*proxy.Pool, error) {
+func (b *builder) pool(lc *config.Listener, spec poolSpec) (*proxy.Pool, error) {
 	policy, err := proxy.NewPolicy(spec.balance)
 	if err != nil {
 		return nil, err
@@ -328,7 +329,7 @@ func (b *builder) backend(key backendKey, addr string) *proxy.Backend {
 
 // listenerPool is the one pool of a listener of any protocol but https,
 // checked by the listener's health settings.
-func (b *builder) listenerPool(lc *Listener) (*proxy.Pool, error) {
+func (b *builder) listenerPool(lc *config.Listener) (*proxy.Pool, error) {
 	return b.pool(lc, poolSpec{
 		check: lc.Name, backends: lc.Backends, balance: lc.Balance,
 		keyed: lc.Affinity != proxy.AffinityNone,
@@ -346,17 +347,17 @@ func BackendAddr(address string, port int) string {
 }
 
 // check builds the listener's health check of one back-end.
-func (b *builder) check(lc *Listener, be *proxy.Backend) (health.Check, error) {
+func (b *builder) check(lc *config.Listener, be *proxy.Backend) (health.Check, error) {
 	h := lc.Health
-	if h == nil { // a Config built in code without ParseConfig's defaults
-		return health.Check{}, errors.New("no health settings: build the Config with ParseConfig, or set Health")
+	if h == nil { // a Config built in code without config.Parse's defaults
+		return health.Check{}, errors.New("no health settings: build the Config with config.Parse, or set Health")
 	}
 	addr := be.Addr
 	if h.Port != 0 {
 		host, _, _ := net.SplitHostPort(addr)
 		addr = net.JoinHostPort(host, strconv.Itoa(h.Port))
 	}
-	opts := probeOptions(h)
+	opts := h.Options()
 	opts.Dial = probeDialer(lc.ProxyProtocol.Send)
 	if err := b.probeTLS(lc, be, &opts); err != nil {
 		return health.Check{}, err
@@ -371,21 +372,9 @@ func (b *builder) check(lc *Listener, be *proxy.Backend) (health.Check, error) {
 	}, nil
 }
 
-// probeOptions maps a health config to the probe's options.
-func probeOptions(h *Health) health.Options {
-	return health.Options{
-		StartTLS:     h.StartTLS,
-		HELO:         h.HELO,
-		Path:         h.Path,
-		Host:         h.Host,
-		ExpectStatus: h.ExpectStatus,
-		ExpectBody:   h.ExpectBody,
-	}
-}
-
 // probeTLS makes a health probe speak to the back-end the way the
 // listener does: TLS from the first byte or STARTTLS, trusted the same way.
-func (b *builder) probeTLS(lc *Listener, be *proxy.Backend, o *health.Options) error {
+func (b *builder) probeTLS(lc *config.Listener, be *proxy.Backend, o *health.Options) error {
 	host, _, _ := net.SplitHostPort(be.Addr)
 	// The frontend's own config already warned about insecure_skip_verify.
 	cfg, err := lc.BackendTLS.ClientConfig(host, quietLog)

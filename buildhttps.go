@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
@@ -15,7 +16,7 @@ import (
 // each with its own back-end values and its own check named
 // "listener/service" (a server whose OWA is down still serves EWS), and
 // the frontend over them.
-func (b *builder) httpsFrontend(lc *Listener, l *listener) (proxy.Handler, error) {
+func (b *builder) httpsFrontend(lc *config.Listener, l *listener) (proxy.Handler, error) {
 	services := map[string]*proxy.Pool{}
 	for _, name := range https.Services() {
 		pool, err := b.servicePool(lc, name)
@@ -39,7 +40,7 @@ func (b *builder) httpsFrontend(lc *Listener, l *listener) (proxy.Handler, error
 }
 
 // servicePool is one service's pool with its health check.
-func (b *builder) servicePool(lc *Listener, service string) (*proxy.Pool, error) {
+func (b *builder) servicePool(lc *config.Listener, service string) (*proxy.Pool, error) {
 	svc := lc.HTTPS.Services[service]
 	backends, balance := svc.Backends, svc.Balance
 	if len(backends) == 0 {
@@ -57,7 +58,7 @@ func (b *builder) servicePool(lc *Listener, service string) (*proxy.Pool, error)
 // serviceCheck probes one service of one back-end at its
 // healthcheck.htm (Exchange's managed availability) or the configured
 // path, over TLS when the back-ends speak it.
-func (b *builder) serviceCheck(lc *Listener, service string, be *proxy.Backend) (health.Check, error) {
+func (b *builder) serviceCheck(lc *config.Listener, service string, be *proxy.Backend) (health.Check, error) {
 	path, status, body := lc.HTTPS.HealthCheck(service)
 	kind := "http"
 	opts := health.Options{Path: path, ExpectStatus: status, ExpectBody: body, Dial: probeDialer(lc.ProxyProtocol.Send)}
@@ -82,10 +83,10 @@ func (b *builder) serviceCheck(lc *Listener, service string, be *proxy.Backend) 
 // answers ACME HTTP-01 challenges for its certificate set and redirects
 // every other request to the same URL over https.
 func (b *builder) redirectListener() (*listener, error) {
-	lc := &Listener{Name: "http", Protocol: "https", Listen: b.cfg.HTTP.Listen, Timeouts: Timeouts{Idle: DefaultIdle}}
+	lc := &config.Listener{Name: "http", Protocol: "https", Listen: b.cfg.HTTP.Listen, Timeouts: config.Timeouts{Idle: config.DefaultIdle}}
 	lc.HTTPS.RedirectHTTPS = true
 	lc.HTTPS.HTTPSPort = b.cfg.HTTP.HTTPSPort
-	m, err := b.certificates(certificateSet(b.cfg, b.cfg.HTTP.Certificates))
+	m, err := b.certificates(b.cfg.CertificateSet(b.cfg.HTTP.Certificates))
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/miekg/dns"
 )
 
@@ -120,15 +121,15 @@ func TestCheckRefusesWhatRunRefuses(t *testing.T) {
 			"x.yaml:17:28: route: map file: open " + f.missing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := ParseConfig("x.yaml", []byte(tc.yaml))
+			cfg, err := config.Parse("x.yaml", []byte(tc.yaml))
 			if err != nil {
 				t.Fatalf("the text alone is fine, yet: %v", err)
 			}
-			errs, _ := cfg.Check(t.Context(), CheckOptions{})
+			errs, _ := cfg.Check(t.Context(), config.CheckOptions{})
 			if len(errs) != 1 || !strings.Contains(errs.Error(), tc.want) {
 				t.Errorf("Check:\n%v\nwant one problem containing %s", errs, tc.want)
 			}
-			if offline, _ := cfg.Check(t.Context(), CheckOptions{Offline: true}); len(offline) != 0 {
+			if offline, _ := cfg.Check(t.Context(), config.CheckOptions{Offline: true}); len(offline) != 0 {
 				t.Errorf("offline, Check read files: %v", offline)
 			}
 			if srv, err := NewServer(cfg, slog.New(slog.DiscardHandler)); err == nil {
@@ -145,7 +146,7 @@ func TestCheckAcceptsWhatRunAccepts(t *testing.T) {
 	f := newCheckFixture(t)
 	path := filepath.Join(f.dir, "gatehouse.yaml")
 	writeTestFile(t, path, []byte(f.config(f.cert, f.key, f.mapFile)))
-	cfg, warnings, err := Load(t.Context(), path, CheckOptions{})
+	cfg, warnings, err := config.Load(t.Context(), path, config.CheckOptions{})
 	if err != nil || len(warnings) != 0 {
 		t.Fatalf("Load: %v, warnings %v", err, warnings)
 	}
@@ -160,12 +161,12 @@ func TestCheckAcceptsWhatRunAccepts(t *testing.T) {
 // files are not checked either.
 func TestCheckSkipsUnusedCertificateSets(t *testing.T) {
 	f := newCheckFixture(t)
-	cfg, err := ParseConfig("x.yaml", []byte(strings.Replace(f.config(f.missing, f.key, f.mapFile),
+	cfg, err := config.Parse("x.yaml", []byte(strings.Replace(f.config(f.missing, f.key, f.mapFile),
 		"tls: {mode: starttls}", "tls: {mode: none}", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if errs, _ := cfg.Check(t.Context(), CheckOptions{}); len(errs) != 0 {
+	if errs, _ := cfg.Check(t.Context(), config.CheckOptions{}); len(errs) != 0 {
 		t.Errorf("an unused set was checked: %v", errs)
 	}
 }
@@ -173,7 +174,7 @@ func TestCheckSkipsUnusedCertificateSets(t *testing.T) {
 // A back-end CA file that does not exist is refused at backend_tls.ca_file.
 func TestCheckRefusesMissingBackendCAFile(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "ca.pem")
-	cfg, err := ParseConfig("x.yaml", []byte(fmt.Sprintf(`admin: {listen: "off"}
+	cfg, err := config.Parse("x.yaml", []byte(fmt.Sprintf(`admin: {listen: "off"}
 backends: {a: {address: 127.0.0.1}}
 listeners:
   - name: l
@@ -185,7 +186,7 @@ listeners:
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs, _ := cfg.Check(t.Context(), CheckOptions{})
+	errs, _ := cfg.Check(t.Context(), config.CheckOptions{})
 	if want := "x.yaml:8:39: backend_tls: open " + missing; len(errs) != 1 || !strings.Contains(errs.Error(), want) {
 		t.Errorf("Check:\n%v\nwant %s", errs, want)
 	}
@@ -194,7 +195,7 @@ listeners:
 // A TLS mode the port's clients do not expect is a warning, not an error,
 // at the mode's line and column, offline too.
 func TestCheckWarnsOfTLSModeUnusualForPort(t *testing.T) {
-	cfg, err := ParseConfig("x.yaml", []byte(`admin: {listen: "off"}
+	cfg, err := config.Parse("x.yaml", []byte(`admin: {listen: "off"}
 backends: {a: {address: 127.0.0.1}}
 listeners:
   - name: implicit-ports
@@ -219,7 +220,7 @@ listeners:
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs, warnings := cfg.Check(t.Context(), CheckOptions{Offline: true})
+	errs, warnings := cfg.Check(t.Context(), config.CheckOptions{Offline: true})
 	if len(errs) != 0 || len(warnings) != 7 {
 		t.Fatalf("errors %v, warnings:\n%v\nwant seven warnings", errs, warnings)
 	}
@@ -274,7 +275,7 @@ func resolverAt(addr string) *net.Resolver {
 // A back-end name that does not resolve is a warning at its address;
 // names that resolve, IP addresses and offline checks give none.
 func TestCheckWarnsOfNamesThatDoNotResolve(t *testing.T) {
-	cfg, err := ParseConfig("x.yaml", []byte(`admin: {listen: "off"}
+	cfg, err := config.Parse("x.yaml", []byte(`admin: {listen: "off"}
 backends:
   a: {address: known.test}
   b: {address: nowhere.test}
@@ -286,7 +287,7 @@ listeners:
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := CheckOptions{Resolver: resolverAt(dnsServer(t))}
+	opts := config.CheckOptions{Resolver: resolverAt(dnsServer(t))}
 	errs, warnings := cfg.Check(t.Context(), opts)
 	if len(errs) != 0 || len(warnings) != 2 {
 		t.Fatalf("errors %v, warnings:\n%v\nwant two warnings", errs, warnings)
@@ -299,7 +300,7 @@ listeners:
 			t.Errorf("warnings lack %q:\n%v", want, warnings)
 		}
 	}
-	if _, w := cfg.Check(t.Context(), CheckOptions{Offline: true}); len(w) != 0 {
+	if _, w := cfg.Check(t.Context(), config.CheckOptions{Offline: true}); len(w) != 0 {
 		t.Errorf("offline, Check asked DNS: %v", w)
 	}
 }
@@ -312,7 +313,7 @@ func TestCheckBoundsNameLookups(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	cfg, err := ParseConfig("x.yaml", []byte(`admin: {listen: "off"}
+	cfg, err := config.Parse("x.yaml", []byte(`admin: {listen: "off"}
 backends: {a: {address: a.test}, b: {address: b.test}, c: {address: c.test}}
 listeners:
   - {name: l, listen: 127.0.0.1:0, port: 1, backends: [a, b, c]}
@@ -321,7 +322,7 @@ listeners:
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, warnings := cfg.Check(t.Context(), CheckOptions{Resolver: resolverAt(silent.LocalAddr().String()), ResolveTimeout: 300 * time.Millisecond})
+	_, warnings := cfg.Check(t.Context(), config.CheckOptions{Resolver: resolverAt(silent.LocalAddr().String()), ResolveTimeout: 300 * time.Millisecond})
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("the lookups took %s with a 300ms bound", took)
 	}
@@ -342,12 +343,12 @@ func TestCheckLooksUpNamesInParallel(t *testing.T) {
 		names = append(names, fmt.Sprintf("b%d", i))
 	}
 	fmt.Fprintf(&yaml, "listeners:\n  - {name: l, listen: 127.0.0.1:0, port: 1, backends: [%s]}\n", strings.Join(names, ", "))
-	cfg, err := ParseConfig("x.yaml", []byte(yaml.String()))
+	cfg, err := config.Parse("x.yaml", []byte(yaml.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := slowDNSServer(t, 500*time.Millisecond)
-	_, warnings := cfg.Check(t.Context(), CheckOptions{Resolver: resolverAt(addr), ResolveTimeout: 3 * time.Second})
+	_, warnings := cfg.Check(t.Context(), config.CheckOptions{Resolver: resolverAt(addr), ResolveTimeout: 3 * time.Second})
 	if len(warnings) != 0 {
 		t.Errorf("names that answer within the bound, looked up in parallel, warned:\n%v", warnings)
 	}
@@ -382,14 +383,14 @@ func TestLoadReturnsProblemsAndWarnings(t *testing.T) {
 	f := newCheckFixture(t)
 	path := filepath.Join(f.dir, "gatehouse.yaml")
 	writeTestFile(t, path, []byte(f.config(f.missing, f.key, f.mapFile)))
-	var ps Problems
-	if _, _, err := Load(t.Context(), path, CheckOptions{}); !errors.As(err, &ps) || len(ps) != 1 || ps[0].File != path {
+	var ps config.Problems
+	if _, _, err := config.Load(t.Context(), path, config.CheckOptions{}); !errors.As(err, &ps) || len(ps) != 1 || ps[0].File != path {
 		t.Errorf("Load of a file naming a missing certificate: %v", err)
 	}
-	if _, err := LoadConfig(path); !errors.As(err, &ps) {
-		t.Errorf("LoadConfig accepted it: %v", err)
+	if _, err := config.LoadFile(path); !errors.As(err, &ps) {
+		t.Errorf("LoadFile accepted it: %v", err)
 	}
-	if _, _, err := Load(t.Context(), path, CheckOptions{Offline: true}); err != nil {
+	if _, _, err := config.Load(t.Context(), path, config.CheckOptions{Offline: true}); err != nil {
 		t.Errorf("offline: %v", err)
 	}
 }

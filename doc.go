@@ -1,9 +1,12 @@
-// Package gatehouse holds the configuration (YAML schema, defaults,
-// validation with file:line:col errors) and turns a Config into a running
-// Server: listeners with their frontends, pools of back-ends, the health
-// monitor wired to them, and the admin listener (package admin), which it
-// serves the running Server to through admin.Server.
+// Package gatehouse assembles a running gatehouse from a configuration
+// (package config): listeners with their frontends, each given the
+// proxy.Link its settings make; pools of back-ends, which the health
+// monitor reaches through the handle the builder wires; the admin
+// listener (package admin), which it serves through admin.Server; and the
+// lifecycle — reload (a live session keeps the configuration it started
+// with), upgrade hand-over (package upgrade) and shutdown.
 //
-// Imports go one way: cmd → gatehouse → admin, protocols/* → proxy, health,
-// tls; admin imports no other gatehouse package.
+// Imports go one way: cmd → gatehouse → config, admin, upgrade,
+// protocols/* → proxy, health, tls. admin and upgrade import no other
+// gatehouse package; nothing imports cmd.
 package gatehouse

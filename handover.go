@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/upgrade"
 )
 
@@ -23,7 +24,7 @@ func adminSocketKey(addr string) string { return "admin " + addr }
 
 // NewServerWith is NewServer on sockets handed over by a gatehouse being
 // replaced.
-func NewServerWith(cfg *Config, log *slog.Logger, opt Options) (*Server, error) {
+func NewServerWith(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 	s, err := newServer(cfg, log, opt.Inherited)
 	for addr, ln := range opt.Inherited {
 		if !s.usesInherited(addr) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
@@ -30,7 +31,7 @@ import (
 // Reloads are serialised. If anything fails (a new port already in use, a
 // certificate that cannot load), nothing changes and the error says why.
 // The admin listener's address is not reloaded.
-func (s *Server) Reload(cfg *Config) error {
+func (s *Server) Reload(cfg *config.Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	old := s.snapshot()

@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
-func parse(t *testing.T, yaml string) *Config {
+func parse(t *testing.T, yaml string) *config.Config {
 	t.Helper()
-	cfg, err := ParseConfig("test.yaml", []byte(yaml))
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ listeners: [{name: main, listen: 127.0.0.1:0, backends: [a]}]
 			t.Errorf("Authorization %q: status %d, want %d", tt.auth, resp.StatusCode, tt.want)
 		}
 	}
-	if _, err := ParseConfig("x.yaml", []byte(`
+	if _, err := config.Parse("x.yaml", []byte(`
 admin: {listen: "0.0.0.0:9900"}
 backends: {a: {address: "127.0.0.1:1"}}
 listeners: [{name: main, listen: 127.0.0.1:0, backends: [a]}]

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/admin"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/health"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
@@ -17,7 +18,7 @@ import (
 // Server is a running gatehouse: its listeners, pools, health monitor and
 // admin listener, built from one Config.
 type Server struct {
-	cfg       *Config
+	cfg       *config.Config
 	certs     map[string]*certSet // certificate sets in use, by name
 	ctx       context.Context     // lives until Close: certificate upkeep
 	stop      context.CancelFunc
@@ -46,7 +47,7 @@ type Server struct {
 func (s *Server) SetReloader(f func() error) { s.reload = f }
 
 // config returns the configuration in force.
-func (s *Server) config() *Config {
+func (s *Server) config() *config.Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
@@ -61,7 +62,7 @@ func (s *Server) snapshot() []*listener {
 
 // listener is one configured listener at run time.
 type listener struct {
-	cfg     *Listener
+	cfg     *config.Listener
 	pool    *proxy.Pool   // the main pool (https: the default service's)
 	pools   []*proxy.Pool // every pool, each named after its health check
 	server  *proxy.Server
@@ -75,13 +76,13 @@ type listener struct {
 // NewServer builds everything the config describes and binds every port,
 // so that a port in use is an error here, before anything is served.
 // Nothing is accepted until Start.
-func NewServer(cfg *Config, log *slog.Logger) (*Server, error) {
+func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return newServer(cfg, log, nil)
 }
 
 // newServer builds a Server, taking inherited sockets (by configured
 // address) instead of binding where it can.
-func newServer(cfg *Config, log *slog.Logger, inherited map[string]net.Listener) (*Server, error) {
+func newServer(cfg *config.Config, log *slog.Logger, inherited map[string]net.Listener) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
@@ -47,7 +48,7 @@ func echoServer(t *testing.T, name string) net.Listener {
 // startServer runs a gatehouse built from yaml and returns it running.
 func startServer(t *testing.T, yaml string) *Server {
 	t.Helper()
-	cfg, err := ParseConfig("test.yaml", []byte(yaml))
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,8 +241,8 @@ listeners:
 
 // A Config built in code without health settings is an error, not a panic.
 func TestNewServerWithoutHealthSettingsIsAnError(t *testing.T) {
-	cfg := &Config{Admin: Admin{Listen: "off"}, Backends: map[string]Backend{"a": {Address: "127.0.0.1:1"}},
-		Listeners: []Listener{{Name: "l", Protocol: "tcp", Listen: StringList{"127.0.0.1:0"}, Backends: []string{"a"}}}}
+	cfg := &config.Config{Admin: config.Admin{Listen: "off"}, Backends: map[string]config.Backend{"a": {Address: "127.0.0.1:1"}},
+		Listeners: []config.Listener{{Name: "l", Protocol: "tcp", Listen: config.StringList{"127.0.0.1:0"}, Backends: []string{"a"}}}}
 	srv, err := NewServer(cfg, nil)
 	if err == nil {
 		srv.Close()

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/examples"
 	"github.com/gatehouse-proxy/gatehouse/internal/demo"
 )
@@ -17,7 +18,7 @@ func cmdDemo(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := gatehouse.ParseConfig("examples/demo.yaml", examples.Demo)
+	cfg, err := config.Parse("examples/demo.yaml", examples.Demo)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

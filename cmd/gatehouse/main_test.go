@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
@@ -91,7 +92,7 @@ func TestReloadRefusesBrokenFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gatehouse.yaml")
 	good := fmt.Sprintf("admin: {listen: \"off\"}\nlog: {level: error}\nbackends: {mx1: {address: %q}}\nlisteners:\n  - name: smtp\n    listen: \"127.0.0.1:0\"\n    backends: [mx1]\n", mx.Addr)
 	os.WriteFile(path, []byte(good), 0o644)
-	cfg, err := gatehouse.LoadConfig(path)
+	cfg, err := config.LoadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

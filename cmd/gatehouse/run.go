@@ -14,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/upgrade"
 )
 
@@ -32,7 +33,7 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg, warnings, err := gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{})
+	cfg, warnings, err := config.Load(context.Background(), *path, config.CheckOptions{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -44,7 +45,7 @@ func cmdRun(args []string) int {
 
 // serve runs cfg until a stop signal; ready, if set, is called once the
 // listeners accept. With a path, SIGHUP and POST /api/reload reload it.
-func serve(cfg *gatehouse.Config, path string, ready func(*gatehouse.Server)) int {
+func serve(cfg *config.Config, path string, ready func(*gatehouse.Server)) int {
 	r := &runner{cfg: cfg, path: path}
 	return r.serve(ready)
 }
@@ -52,7 +53,7 @@ func serve(cfg *gatehouse.Config, path string, ready func(*gatehouse.Server)) in
 // runner is one `gatehouse run`: its configuration file, pidfile, and
 // what a gatehouse it replaces handed over.
 type runner struct {
-	cfg       *gatehouse.Config
+	cfg       *config.Config
 	path      string
 	pidFile   string
 	inherited map[string]net.Listener
@@ -120,10 +121,10 @@ func (r *runner) stop(srv *gatehouse.Server, grace time.Duration) int {
 // file is refused with every problem logged, and the running
 // configuration stays.
 func reloadFile(srv *gatehouse.Server, path string, log *slog.Logger) error {
-	cfg, warnings, err := gatehouse.Load(context.Background(), path, gatehouse.CheckOptions{})
+	cfg, warnings, err := config.Load(context.Background(), path, config.CheckOptions{})
 	logWarnings(log, warnings)
 	if err != nil {
-		var ps gatehouse.Problems
+		var ps config.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
 				log.Error("reload refused: invalid configuration", "problem", p.Error())

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/examples"
 	"github.com/gatehouse-proxy/gatehouse/tls"
 )
@@ -26,19 +26,19 @@ func cmdTLS(args []string) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	var cfg *gatehouse.Config
+	var cfg *config.Config
 	var err error
 	if *demo {
-		cfg, err = gatehouse.ParseConfig("examples/demo.yaml", examples.Demo)
+		cfg, err = config.Parse("examples/demo.yaml", examples.Demo)
 	} else {
 		// Only the storage directory is wanted: the text alone is checked.
-		cfg, _, err = gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{Offline: true})
+		cfg, _, err = config.Load(context.Background(), *path, config.CheckOptions{Offline: true})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	storage, err := gatehouse.CertificateStorage(cfg, *set)
+	storage, err := config.CertificateStorage(cfg, *set)
 	if err == nil {
 		err = tls.ExportCA(storage, os.Stdout)
 	}

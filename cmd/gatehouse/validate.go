@@ -7,11 +7,11 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 )
 
 // logWarnings logs what the checker found worth a warning.
-func logWarnings(log *slog.Logger, warnings gatehouse.Problems) {
+func logWarnings(log *slog.Logger, warnings config.Problems) {
 	for _, w := range warnings {
 		log.Warn("configuration: "+w.Msg, "at", fmt.Sprintf("%s:%d:%d", w.File, w.Line, w.Col))
 	}
@@ -40,7 +40,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		}
 		*path = rest[0]
 	}
-	_, warnings, err := gatehouse.Load(context.Background(), *path, gatehouse.CheckOptions{Offline: *offline})
+	_, warnings, err := config.Load(context.Background(), *path, config.CheckOptions{Offline: *offline})
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, w.Error())
 	}

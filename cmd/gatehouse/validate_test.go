@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
@@ -240,7 +241,7 @@ func TestRunAndReloadUseTheChecker(t *testing.T) {
 // startFromFile serves the configuration file at path.
 func startFromFile(t *testing.T, path string) *gatehouse.Server {
 	t.Helper()
-	cfg, err := gatehouse.LoadConfig(path)
+	cfg, err := config.LoadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ package demo
 
 import (
 	"fmt"
-	"github.com/gatehouse-proxy/gatehouse"
 	"maps"
 	"net"
 	"os"
@@ -16,6 +15,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gatehouse-proxy/gatehouse"
+
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/pop3/pop3test"
@@ -38,7 +40,7 @@ type Backends struct {
 // demo server of the listener's kind per back-end, at the back-end's
 // address. The kind comes from the listener's name: smtp, pop3, imap or
 // https.
-func Start(cfg *gatehouse.Config) (*Backends, error) {
+func Start(cfg *config.Config) (*Backends, error) {
 	if err := writeDemoMap(cfg); err != nil {
 		return nil, err
 	}
@@ -95,7 +97,7 @@ func (d *Backends) start(kind, name, addr string) error {
 // writeDemoMap writes the demo's mailbox map where its listeners look for
 // it, unless it is there already (an edit, moving a mailbox, survives
 // restarts).
-func writeDemoMap(cfg *gatehouse.Config) error {
+func writeDemoMap(cfg *config.Config) error {
 	for _, l := range cfg.Listeners {
 		if l.Route.File == "" {
 			continue
@@ -153,7 +155,7 @@ func (d *Backends) Close() {
 }
 
 // Banner tells a newcomer what the demo started and what to try.
-func Banner(cfg *gatehouse.Config, srv *gatehouse.Server) string {
+func Banner(cfg *config.Config, srv *gatehouse.Server) string {
 	var b strings.Builder
 	b.WriteString("\ngatehouse demo is running. Listeners:\n")
 	addrs := srv.Addrs()

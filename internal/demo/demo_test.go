@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse"
+	"github.com/gatehouse-proxy/gatehouse/config"
 	"github.com/gatehouse-proxy/gatehouse/examples"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/tls"
@@ -29,7 +30,7 @@ func TestIntegrationDemo(t *testing.T) {
 	curl := requireTool(t, "curl", "curl")
 	dir := t.TempDir()
 	t.Chdir(dir) // the demo keeps its state (CA, map file) in ./.gatehouse-demo
-	cfg, err := gatehouse.ParseConfig("examples/demo.yaml", examples.Demo)
+	cfg, err := config.Parse("examples/demo.yaml", examples.Demo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestIntegrationDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer backends.Close()
-	srv, err := gatehouse.NewServer(cfg, gatehouse.NewLogger(gatehouse.Log{Level: "error"}, os.Stderr))
+	srv, err := gatehouse.NewServer(cfg, gatehouse.NewLogger(config.Log{Level: "error"}, os.Stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,17 +136,17 @@ func requireTool(t *testing.T, name, pkg string) string {
 // addresses a running `make demo` holds: free loopback ports for the
 // listeners, and 127.0.0.111/112 with free ports for the back-ends. It
 // returns each listener's address by name ("http" for the port-80 one).
-func offDemoPorts(t *testing.T, cfg *gatehouse.Config) map[string]string {
+func offDemoPorts(t *testing.T, cfg *config.Config) map[string]string {
 	t.Helper()
 	cfg.Admin.Listen = "127.0.0.1:0"
 	ports := map[string]string{"http": wiretest.FreeAddr(t, "127.0.0.1")}
-	cfg.HTTP.Listen = gatehouse.StringList{ports["http"]}
-	cfg.Backends["demo-a"] = gatehouse.Backend{Address: "127.0.0.111"}
-	cfg.Backends["demo-b"] = gatehouse.Backend{Address: "127.0.0.112"}
+	cfg.HTTP.Listen = config.StringList{ports["http"]}
+	cfg.Backends["demo-a"] = config.Backend{Address: "127.0.0.111"}
+	cfg.Backends["demo-b"] = config.Backend{Address: "127.0.0.112"}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
 		ports[l.Name] = wiretest.FreeAddr(t, "127.0.0.1")
-		l.Listen = gatehouse.StringList{ports[l.Name]}
+		l.Listen = config.StringList{ports[l.Name]}
 		l.Port, _ = strconv.Atoi(port(wiretest.FreeAddr(t, "127.0.0.111")))
 		if l.Name == "https" {
 			cfg.HTTP.HTTPSPort, _ = strconv.Atoi(port(ports["https"]))

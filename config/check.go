@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // call Load, so validate refuses exactly what run would refuse before it
 // binds a port, and both name the line and column at fault:
 //
-//   - ParseConfig: YAML, keys, types, values, references (the text alone);
+//   - Parse: YAML, keys, types, values, references (the text alone);
 //   - Check: the files the configuration names (certificate and key pairs,
 //     their match and validity, map files, CA files), as NewServer would
 //     read them; and warnings, which never refuse: a TLS mode unusual for
@@ -56,7 +56,7 @@ type source struct {
 	nodes map[string]*yaml.Node
 }
 
-// Load reads a configuration file and runs every check: ParseConfig's,
+// Load reads a configuration file and runs every check: Parse's,
 // then Check's. It returns the Config and the warnings; its error, if
 // any, is a Problems listing every problem found, or a read error.
 func Load(ctx context.Context, path string, opts CheckOptions) (*Config, Problems, error) {
@@ -71,9 +71,9 @@ func Load(ctx context.Context, path string, opts CheckOptions) (*Config, Problem
 	return cfg, warnings, nil
 }
 
-// LoadConfig is Load without the warnings (and so without DNS lookups):
+// LoadFile is Load without the warnings (and so without DNS lookups):
 // it refuses what `gatehouse run` refuses.
-func LoadConfig(path string) (*Config, error) {
+func LoadFile(path string) (*Config, error) {
 	cfg, err := parseFile(path)
 	if err != nil {
 		return nil, err
@@ -90,7 +90,7 @@ func parseFile(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data)
 }
 
 // Check runs the checks that need more than the configuration's text.
@@ -149,14 +149,14 @@ func (c *Config) checkFiles(now time.Time) Problems {
 // TLS listener, the port-80 companion, or an admin listener off loopback.
 func (c *Config) certificateSetUsed(name string) bool {
 	for _, l := range c.Listeners {
-		if l.TLS.TLS() && certificateSet(c, l.TLS.Certificates) == name {
+		if l.TLS.TLS() && c.CertificateSet(l.TLS.Certificates) == name {
 			return true
 		}
 	}
-	if len(c.HTTP.Listen) > 0 && certificateSet(c, c.HTTP.Certificates) == name {
+	if len(c.HTTP.Listen) > 0 && c.CertificateSet(c.HTTP.Certificates) == name {
 		return true
 	}
-	return !adminOnLoopback(c.Admin.Listen) && certificateSet(c, c.Admin.Certificates) == name
+	return !c.Admin.OnLoopback() && c.CertificateSet(c.Admin.Certificates) == name
 }
 
 // implicitPorts are where clients start TLS with the first byte (RFC 8314),

@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 // SMTP listeners cap connections per client address at 50 unless told
 // otherwise; other protocols keep no cap.
 func TestSMTPMaxPerIPDefault(t *testing.T) {
-	cfg, err := ParseConfig("x.yaml", []byte(`
+	cfg, err := Parse("x.yaml", []byte(`
 backends: {a: {address: 127.0.0.1}}
 listeners:
   - {name: mx, protocol: smtp, listen: "127.0.0.1:2525", backends: [a]}
@@ -27,7 +27,7 @@ listeners:
 // validate refuses xclient on a passthrough listener and a source_address
 // that is not an IP address.
 func TestSMTPValidateXClientPassthrough(t *testing.T) {
-	_, err := ParseConfig("x.yaml", []byte(`
+	_, err := Parse("x.yaml", []byte(`
 backends: {a: {address: 127.0.0.1}}
 listeners:
   - {name: pt, protocol: smtp, listen: "127.0.0.1:2525", backends: [a], smtp: {mode: passthrough, xclient: true}}
@@ -44,7 +44,7 @@ listeners:
 // a source address of its own the passthrough listener is not.
 func TestSMTPXClientTrustWarning(t *testing.T) {
 	config := func(ptSource string) *Config {
-		cfg, err := ParseConfig("x.yaml", []byte(`
+		cfg, err := Parse("x.yaml", []byte(`
 backends: {postfix: {address: 127.0.0.1}, other: {address: 127.0.0.2}}
 listeners:
   - {name: mx, protocol: smtp, listen: "127.0.0.1:2525", backends: [postfix], smtp: {xclient: true}}

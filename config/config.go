@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"time"

@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"errors"
@@ -24,7 +24,7 @@ listeners:
 `
 
 func TestParseConfigGoodWithDefaults(t *testing.T) {
-	cfg, err := ParseConfig("gatehouse.yaml", []byte(goodConfig))
+	cfg, err := Parse("gatehouse.yaml", []byte(goodConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestParseConfigGoodWithDefaults(t *testing.T) {
 }
 
 func TestParseConfigListenAcceptsOneStringOrAList(t *testing.T) {
-	cfg, err := ParseConfig("x.yaml", []byte(`
+	cfg, err := Parse("x.yaml", []byte(`
 backends: {a: {address: 127.0.0.1}}
 listeners:
   - {name: one, listen: "127.0.0.1:2525", backends: [a]}
@@ -97,7 +97,7 @@ func TestParseConfigErrorsHaveLineAndColumn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("gh.yaml", []byte(tt.yaml))
+			_, err := Parse("gh.yaml", []byte(tt.yaml))
 			var ps Problems
 			if !errors.As(err, &ps) {
 				t.Fatalf("err = %v, want Problems", err)
@@ -112,7 +112,7 @@ func TestParseConfigErrorsHaveLineAndColumn(t *testing.T) {
 // A misspelt key, a value of the wrong type and a reference to nothing
 // are three problems, reported together: the misspelling hides neither.
 func TestParseConfigReportsEveryProblemAtOnce(t *testing.T) {
-	_, err := ParseConfig("gh.yaml", []byte(`
+	_, err := Parse("gh.yaml", []byte(`
 backends:
   a: {address: 127.0.0.1, wieght: 2}
 listeners:
@@ -128,7 +128,7 @@ listeners:
 // problem; what the typo explains (the listener then lacks its listen
 // address) is not reported a second time.
 func TestParseConfigTypoDoesNotHideOtherProblems(t *testing.T) {
-	_, err := ParseConfig("gh.yaml", []byte(`backends: {a: {address: 127.0.0.1}}
+	_, err := Parse("gh.yaml", []byte(`backends: {a: {address: 127.0.0.1}}
 listeners:
   - name: l
     lisen: 127.0.0.1:1
@@ -147,7 +147,7 @@ listeners:
 // the affinity, the probe or the options that the protocol would have
 // made right.
 func TestParseConfigWrongProtocolIsOneMessage(t *testing.T) {
-	_, err := ParseConfig("gh.yaml", []byte(`backends: {a: {address: 127.0.0.1}}
+	_, err := Parse("gh.yaml", []byte(`backends: {a: {address: 127.0.0.1}}
 listeners:
   - name: l
     protocol: smtps
@@ -182,7 +182,7 @@ func TestParseConfigIndentationErrorAtItsLine(t *testing.T) {
 			"gh.yaml:4:1: a tab in the indentation: YAML indents with spaces only"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("gh.yaml", []byte(tt.yaml))
+			_, err := Parse("gh.yaml", []byte(tt.yaml))
 			wantProblems(t, err, tt.want)
 		})
 	}
@@ -196,7 +196,7 @@ func TestParseConfigIndentationErrorInALongFile(t *testing.T) {
 		fmt.Fprintf(&b, "  b%d: {address: 127.0.0.1}\n", i)
 	}
 	b.WriteString("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n   backends: [b1]\n")
-	_, err := ParseConfig("gh.yaml", []byte(b.String()))
+	_, err := Parse("gh.yaml", []byte(b.String()))
 	wantProblems(t, err, "gh.yaml:1505:4: did not find expected '-' indicator")
 }
 
@@ -222,7 +222,7 @@ func wantProblems(t *testing.T, err error, want ...string) {
 // have a line and a column, and never panics: validation now runs on what
 // a broken file leaves half decoded.
 func FuzzParseConfig(f *testing.F) {
-	for _, name := range []string{"examples/demo.yaml", "examples/exchange.yaml", "examples/postfix-dovecot.yaml"} {
+	for _, name := range []string{"../examples/demo.yaml", "../examples/exchange.yaml", "../examples/postfix-dovecot.yaml"} {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)
@@ -233,7 +233,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("listeners: [{name: l, listen: {a: 1}, backends: 7, health: [], tls: x, timeouts: {idle: []}}]\n"))
 	f.Add([]byte("backends: {a: []}\ncertificates: {default: [1]}\nlisteners:\n  - https: {services: 3}\n    protocol: https\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := ParseConfig("f.yaml", data)
+		cfg, err := Parse("f.yaml", data)
 		var ps Problems
 		switch {
 		case err == nil && cfg == nil:
@@ -256,12 +256,12 @@ func TestThrottleRealmsValidated(t *testing.T) {
 		"throttle: {realms: {CORP: 'a@b'}}\n":           `"a@b" is not a DNS domain`,
 		"throttle: {default_realm: 'ex ample'}\n":       `"ex ample" is not a DNS domain`,
 	} {
-		_, err := ParseConfig("gh.yaml", []byte(yaml+base))
+		_, err := Parse("gh.yaml", []byte(yaml+base))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err %v, want %s", yaml, err, want)
 		}
 	}
-	if _, err := ParseConfig("gh.yaml", []byte("throttle: {realms: {CORP: example.com}, default_realm: example.com}\n"+base)); err != nil {
+	if _, err := Parse("gh.yaml", []byte("throttle: {realms: {CORP: example.com}, default_realm: example.com}\n"+base)); err != nil {
 		t.Errorf("good realms refused: %v", err)
 	}
 }

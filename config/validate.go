@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"fmt"
@@ -27,7 +27,7 @@ func validate(c *Config, d *decoder) {
 	if c.Admin.Listen != "off" {
 		checkHostPort(d, "admin.listen", c.Admin.Listen)
 	}
-	if !adminOnLoopback(c.Admin.Listen) {
+	if !c.Admin.OnLoopback() {
 		if len(c.Admin.Token) < 16 {
 			d.problemAt("admin", "admin.listen %s is not loopback: set admin.token to a secret of at least 16 characters", c.Admin.Listen)
 		}
@@ -156,7 +156,7 @@ func validatePool(d *decoder, c *Config, l *Listener, path string) {
 func validateHealth(d *decoder, h *Health, path string) {
 	if !slices.Contains(health.Kinds, h.Probe) {
 		oneOf(d, path+".probe", h.Probe, health.Kinds...)
-	} else if _, err := health.New(h.Probe, probeOptions(h)); err != nil {
+	} else if _, err := health.New(h.Probe, h.Options()); err != nil {
 		d.problemAt(path, "%v", err)
 	}
 	if h.Rise < 0 || h.Fall < 0 {
@@ -175,7 +175,7 @@ func validateProxyProtocol(d *decoder, pp ProxyProtocol, path string) {
 		d.problemAt(path+".send", "%v", err)
 	}
 	for j, cidr := range pp.Trusted {
-		if _, err := parsePrefix(cidr); err != nil {
+		if _, err := ParsePrefix(cidr); err != nil {
 			d.problemAt(fmt.Sprintf("%s.trusted[%d]", path, j), "%v", err)
 		}
 	}
@@ -244,8 +244,8 @@ func validateHTTPS(d *decoder, c *Config, l *Listener, path string) {
 // checkCertificateRef reports a reference to a certificate set that does
 // not exist.
 func checkCertificateRef(d *decoder, c *Config, path, ref string) {
-	if _, ok := c.Certificates[certificateSet(c, ref)]; !ok {
-		d.problemAt(path, "no certificate set %q under certificates:", certificateSet(c, ref))
+	if _, ok := c.Certificates[c.CertificateSet(ref)]; !ok {
+		d.problemAt(path, "no certificate set %q under certificates:", c.CertificateSet(ref))
 	}
 }
 
@@ -273,8 +273,8 @@ func isWildcard(host string) bool {
 	return host == "" || host == "0.0.0.0" || host == "::"
 }
 
-// parsePrefix accepts a CIDR or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParsePrefix accepts a CIDR or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), nil
 	}
@@ -358,4 +358,16 @@ func (c *Config) checkXClientTrust() Problems {
 		}
 	}
 	return out
+}
+
+// Options maps a health config to the probe's options.
+func (h *Health) Options() health.Options {
+	return health.Options{
+		StartTLS:     h.StartTLS,
+		HELO:         h.HELO,
+		Path:         h.Path,
+		Host:         h.Host,
+		ExpectStatus: h.ExpectStatus,
+		ExpectBody:   h.ExpectBody,
+	}
 }

@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"fmt"
@@ -43,13 +43,13 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// ParseConfig checks a configuration given as bytes (name is used in
+// Parse checks a configuration given as bytes (name is used in
 // errors) as far as the text alone allows: YAML, keys, types, values,
 // references between sections. It reads no other file and asks no DNS:
 // that is `gatehouse validate -offline`. Its error, if any, is a Problems
 // listing every error found; the returned Config has every default
 // filled in and remembers where each value stands, for Check.
-func ParseConfig(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte) (*Config, error) {
 	d := &decoder{file: name, nodes: make(map[string]*yaml.Node)}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {

@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"fmt"
@@ -59,12 +59,13 @@ func needsCertificates(c *Config) bool {
 			return true
 		}
 	}
-	return len(c.HTTP.Listen) > 0 || !adminOnLoopback(c.Admin.Listen)
+	return len(c.HTTP.Listen) > 0 || !c.Admin.OnLoopback()
 }
 
-// adminOnLoopback reports whether the admin listener binds only loopback
+// OnLoopback reports whether the admin listener binds only loopback
 // (or is off): then it needs neither token nor TLS.
-func adminOnLoopback(listen string) bool {
+func (a Admin) OnLoopback() bool {
+	listen := a.Listen
 	if listen == "off" {
 		return true
 	}
@@ -79,9 +80,9 @@ func adminOnLoopback(listen string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// certificateSet returns the name of the set a listener's reference means:
+// CertificateSet returns the name of the set a listener's reference means:
 // the named one, else "default", else the only one.
-func certificateSet(c *Config, ref string) string {
+func (c *Config) CertificateSet(ref string) string {
 	if ref != "" {
 		return ref
 	}
@@ -148,7 +149,7 @@ func setDefault[T comparable](field *T, def T) {
 // CertificateStorage returns the storage directory of a certificate set
 // ("" means the default set).
 func CertificateStorage(c *Config, set string) (string, error) {
-	name := certificateSet(c, set)
+	name := c.CertificateSet(set)
 	certs, ok := c.Certificates[name]
 	if !ok {
 		return "", fmt.Errorf("no certificate set %q in the configuration", name)

@@ -1,4 +1,4 @@
-package gatehouse
+package config
 
 import (
 	"net/netip"
@@ -11,7 +11,7 @@ import (
 // The Exchange example keeps the admin center and remote PowerShell to
 // internal networks, as the README says, and leaves the rest open.
 func TestExchangeExampleKeepsAdminServicesInternal(t *testing.T) {
-	cfg, err := LoadConfig("examples/exchange.yaml")
+	cfg, err := LoadFile("../examples/exchange.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ listeners:
       services:
         ecp: {allow: [internal]}
 `
-	_, err := ParseConfig("gatehouse.yaml", []byte(bad))
+	_, err := Parse("gatehouse.yaml", []byte(bad))
 	if err == nil || !strings.Contains(err.Error(), "services.ecp.allow[0]") {
 		t.Errorf("ParseConfig = %v, want an error naming services.ecp.allow[0]", err)
 	}
