@@ -184,17 +184,17 @@ var trustedLoopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 var netip127 = netip.MustParseAddr("127.0.0.1")
 
 func TestLogLimit(t *testing.T) {
-	var l logLimit
+	l := LogLimiter{Interval: refusalLogInterval}
 	now := time.Unix(0, 0)
 	for i := range 5 {
-		if ok, _ := l.allow("fd_reserve", now.Add(time.Duration(i)*time.Second)); ok != (i == 0) {
+		if ok, _ := l.allow("fd_reserve", "", now.Add(time.Duration(i)*time.Second)); ok != (i == 0) {
 			t.Fatalf("line %d allowed=%v", i, ok)
 		}
 	}
-	if ok, held := l.allow("fd_reserve", now.Add(refusalLogInterval)); !ok || held != 4 {
+	if ok, held := l.allow("fd_reserve", "", now.Add(refusalLogInterval)); !ok || held != 4 {
 		t.Errorf("after the interval: allowed=%v held=%d, want true 4", ok, held)
 	}
-	if ok, _ := l.allow("per_ip_limit", now.Add(refusalLogInterval)); !ok {
+	if ok, _ := l.allow("per_ip_limit", "", now.Add(refusalLogInterval)); !ok {
 		t.Error("another reason was held back")
 	}
 }

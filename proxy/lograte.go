@@ -114,3 +114,7 @@ func (l *LogLimiter) sweep(now time.Time, interval time.Duration) {
 		}
 	}
 }
+
+// refusalLogInterval is how often a Server logs one refusal reason: a
+// flood of refused connections must not flood the log.
+const refusalLogInterval = 10 * time.Second

@@ -70,7 +70,7 @@ type Server struct {
 	conns     map[net.Conn]struct{}
 	gate      *Gate
 	fds       *FDBudget
-	logLimit  logLimit
+	logLimit  LogLimiter // refusal lines: one per reason per refusalLogInterval
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	baseCtx   context.Context
@@ -90,6 +90,7 @@ func (s *Server) init() {
 		s.listeners = make(map[net.Listener]*serving)
 		s.conns = make(map[net.Conn]struct{})
 		s.gate, s.fds = s.Gate, s.FDs
+		s.logLimit.Interval = refusalLogInterval
 		if s.gate == nil {
 			s.gate = NewGate()
 		}
@@ -318,7 +319,7 @@ func (s *Server) refuseNow(conn net.Conn, reason string) {
 func (s *Server) countRefusal(conn net.Conn, reason string, attrs ...any) {
 	s.refused.Add(1)
 	refusedTotal.WithLabelValues(s.Name, reason).Inc()
-	if ok, held := s.logLimit.allow(reason, time.Now()); ok {
+	if ok, held := s.logLimit.allow(reason, "", time.Now()); ok {
 		s.log().Warn("connection refused", append([]any{"listener", s.Name, "client", conn.RemoteAddr().String(),
 			"reason", reason, "refusals_not_logged", held}, attrs...)...)
 	}
