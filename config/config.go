@@ -226,7 +226,9 @@ type Limits struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxPerIP caps simultaneous connections from one client address; the
 	// next is refused. 0 means 50 for smtp listeners (Postfix's
-	// smtpd_client_connection_count_limit) and no cap for the others.
+	// smtpd_client_connection_count_limit), 100 for pop3 and imap, and no
+	// cap for tcp and https (a company's NAT carries thousands of
+	// ActiveSync and Outlook connections from one address).
 	MaxPerIP int `yaml:"max_per_ip"`
 }
 

@@ -24,6 +24,11 @@ const (
 	// DefaultSMTPMaxPerIP is max_per_ip of smtp listeners, as Postfix's
 	// smtpd_client_connection_count_limit.
 	DefaultSMTPMaxPerIP = 50
+	// DefaultMailMaxPerIP is max_per_ip of pop3 and imap listeners: an
+	// office of 20 behind one NAT address, each with a few IMAP
+	// connections (mail clients open up to 5 per account), fits; one
+	// address cannot hold every back-end's login slots.
+	DefaultMailMaxPerIP = 100
 )
 
 // applyDefaults fills every zero field that has a default.
@@ -115,6 +120,7 @@ func listenerDefaults(l *Listener) {
 		l.Route.SetDefaults()
 		l.POP3.SetDefaults()
 		l.IMAP.SetDefaults()
+		setDefault(&l.Limits.MaxPerIP, DefaultMailMaxPerIP)
 	case "smtp":
 		l.SMTP.SetDefaults()
 		// Postfix's smtpd_client_connection_count_limit: one address

@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,12 +16,19 @@ listeners:
   - {name: mx, protocol: smtp, listen: "127.0.0.1:2525", backends: [a]}
   - {name: mx2, protocol: smtp, listen: "127.0.0.1:2526", backends: [a], limits: {max_per_ip: 7}}
   - {name: l4, protocol: tcp, listen: "127.0.0.1:2527", backends: [a]}
+  - {name: imap, protocol: imap, listen: "127.0.0.1:2528", backends: [a]}
+  - {name: pop3, protocol: pop3, listen: "127.0.0.1:2529", backends: [a]}
+  - {name: web, protocol: https, listen: "127.0.0.1:2530", backends: [a]}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := []int{cfg.Listeners[0].Limits.MaxPerIP, cfg.Listeners[1].Limits.MaxPerIP, cfg.Listeners[2].Limits.MaxPerIP}; got[0] != 50 || got[1] != 7 || got[2] != 0 {
-		t.Errorf("max_per_ip = %v, want [50 7 0]", got)
+	var got []int
+	for _, l := range cfg.Listeners {
+		got = append(got, l.Limits.MaxPerIP)
+	}
+	if want := []int{50, 7, 0, 100, 100, 0}; !slices.Equal(got, want) {
+		t.Errorf("max_per_ip = %v, want %v", got, want)
 	}
 }
 
