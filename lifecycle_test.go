@@ -3,6 +3,7 @@ package gatehouse
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -10,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
-	"github.com/gatehouse-proxy/gatehouse/protocols/imap/imaptest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
@@ -97,14 +98,12 @@ func startLifecycle(t *testing.T) (*Server, lifecycleConfig, *exchangetest.Serve
 	t.Cleanup(func() { echo.Close() })
 	mx := smtptest.NewServer("mx")
 	t.Cleanup(mx.Close)
-	imap := imaptest.NewServer("imap")
-	imap.AddUser("alice", "secret")
-	t.Cleanup(imap.Close)
+	imap := dovecottest.Start(t, "imap", "alice")
 	cas := exchangetest.NewUnstartedServer("cas")
 	cas.PingHold = 8 * time.Second
 	cas.Start()
 	t.Cleanup(cas.Close)
-	c := lifecycleConfig{echo: echo.Addr().String(), smtp: mx.Addr, imap: imap.Addr, https: cas.Addr}
+	c := lifecycleConfig{echo: echo.Addr().String(), smtp: mx.Addr, imap: imap.IMAP, https: cas.Addr}
 	for i := range c.ports {
 		c.ports[i] = wiretest.FreeAddr(t)
 	}
@@ -113,8 +112,9 @@ func startLifecycle(t *testing.T) (*Server, lifecycleConfig, *exchangetest.Serve
 
 // A live session belongs to the configuration it started with: twenty
 // reloads, with shutdown_grace at one second, end none of a spliced TCP
-// session, an idle SMTP relay session, an IMAP IDLE and a held ActiveSync
-// Ping, and each works afterwards.
+// session, an idle SMTP relay session, an IMAP IDLE through Dovecot, a
+// held ActiveSync Ping and an Outlook Anywhere RPC channel pair, and each
+// works afterwards.
 func TestReloadKeepsEverySession(t *testing.T) {
 	srv, c, cas := startLifecycle(t)
 
@@ -129,7 +129,7 @@ func TestReloadKeepsEverySession(t *testing.T) {
 
 	imap := dialMail(t, c.ports[2])
 	imap.expect("* OK")
-	imap.send("a LOGIN alice secret")
+	imap.send("a LOGIN alice demo")
 	imap.expect("a OK")
 	imap.send("b SELECT INBOX")
 	imap.expect("b OK")
@@ -140,6 +140,7 @@ func TestReloadKeepsEverySession(t *testing.T) {
 	fmt.Fprintf(ping.c, "POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone HTTP/1.1\r\n"+
 		"Host: mail.example.com\r\nMS-ASProtocolVersion: 14.1\r\nContent-Length: 6\r\n\r\n<Ping>")
 	waitFor(t, func() bool { return cas.HeldPings() == 1 })
+	rpcIn, rpcOut := rpcChannels(t, c.ports[3])
 	start := time.Now()
 
 	for i := range 20 {
@@ -169,6 +170,14 @@ func TestReloadKeepsEverySession(t *testing.T) {
 	imap.send("d NOOP")
 	imap.expect("d OK")
 
+	if _, err := rpcIn.Write([]byte("rpc across reloads")); err != nil {
+		t.Fatalf("RPC IN channel: %v", err)
+	}
+	got := make([]byte, len("rpc across reloads"))
+	if _, err := io.ReadFull(rpcOut.br, got); err != nil || string(got) != "rpc across reloads" {
+		t.Fatalf("RPC OUT channel after the reloads: %q, %v", got, err)
+	}
+
 	resp, err := http.ReadResponse(ping.br, nil)
 	if err != nil {
 		t.Fatalf("the held Ping was ended by a reload: %v", err)
@@ -177,6 +186,29 @@ func TestReloadKeepsEverySession(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("held Ping answered %d", resp.StatusCode)
 	}
+}
+
+// rpcChannels opens an Outlook Anywhere channel pair through gatehouse:
+// the OUT channel (answered 200 and its first PDUs), then the IN channel
+// with the same virtual connection cookie, whose bytes the Exchange test
+// server sends back on the OUT channel.
+func rpcChannels(t *testing.T, addr string) (in net.Conn, out *line) {
+	t.Helper()
+	vc := [16]byte{0x42, 1, 2, 3}
+	out = dialMail(t, addr)
+	fmt.Fprintf(out.c, "RPC_OUT_DATA /rpc/rpcproxy.dll?mbx@example.com:6001 HTTP/1.1\r\nHost: mail.example.com\r\n"+
+		"Content-Length: 76\r\n\r\n%s", exchangetest.ConnA1(vc))
+	resp, err := http.ReadResponse(out.br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("OUT channel: %v %v", resp, err)
+	}
+	if _, err := io.ReadFull(out.br, make([]byte, 72)); err != nil { // CONN/A3 and CONN/C2
+		t.Fatalf("OUT channel's first PDUs: %v", err)
+	}
+	inLine := dialMail(t, addr)
+	fmt.Fprintf(inLine.c, "RPC_IN_DATA /rpc/rpcproxy.dll?mbx@example.com:6001 HTTP/1.1\r\nHost: mail.example.com\r\n"+
+		"Content-Length: 1073741824\r\n\r\n%s", exchangetest.ConnB1(vc))
+	return inLine.c, out
 }
 
 // Reloads come back to back from two sides at once (signals and the API):

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -19,48 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// rts builds an RTS PDU ([MS-RPCH] 2.2.3.6.1): header with flags and the
-// commands' count, then the command bytes.
-func rtsBytes(flags uint16, cmds [][]byte) []byte {
-	var body []byte
-	for _, c := range cmds {
-		body = append(body, c...)
-	}
-	p := []byte{5, 0, 20, 3, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-	binary.LittleEndian.PutUint16(p[8:], uint16(20+len(body)))
-	p = binary.LittleEndian.AppendUint16(p, flags)
-	p = binary.LittleEndian.AppendUint16(p, uint16(len(cmds)))
-	return append(p, body...)
-}
-
-func cmd(typ uint32, payload ...byte) []byte {
-	return append(binary.LittleEndian.AppendUint32(nil, typ), payload...)
-}
-
-func u32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
-
-// connA1 is the first PDU of a new OUT channel ([MS-RPCH] 2.2.4.2), 76
-// bytes with the virtual connection cookie at offset 32.
-func connA1(vc [16]byte) []byte {
-	out := [16]byte{0xAA}
-	return rtsBytes(0, [][]byte{cmd(6, u32(1)...), cmd(3, vc[:]...), cmd(3, out[:]...), cmd(0, u32(0x40000)...)})
-}
-
-// connB1 is the first PDU of a new IN channel ([MS-RPCH] 2.2.4.5), 104
-// bytes.
-func connB1(vc [16]byte) []byte {
-	in, group := [16]byte{0xBB}, [16]byte{0xCC}
-	return rtsBytes(0, [][]byte{cmd(6, u32(1)...), cmd(3, vc[:]...), cmd(3, in[:]...),
-		cmd(4, u32(1<<30)...), cmd(5, u32(300000)...), cmd(12, group[:]...)})
-}
-
-// inR1A1 is the first PDU of a replacement IN channel ([MS-RPCH]
-// 2.2.4.10), 88 bytes.
-func inR1A1(vc [16]byte) []byte {
-	pred, succ := [16]byte{0xBB}, [16]byte{0xBD}
-	return rtsBytes(4, [][]byte{cmd(6, u32(1)...), cmd(3, vc[:]...), cmd(3, pred[:]...), cmd(3, succ[:]...)})
-}
-
 func TestRTSLayouts(t *testing.T) {
 	vc := [16]byte{0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f}
 	for _, tc := range []struct {
@@ -68,7 +25,7 @@ func TestRTSLayouts(t *testing.T) {
 		in   bool
 		size int
 		name string
-	}{{connA1(vc), false, 76, "CONN/A1"}, {connB1(vc), true, 104, "CONN/B1"}, {inR1A1(vc), true, 88, "IN_R1/A1"}} {
+	}{{exchangetest.ConnA1(vc), false, 76, "CONN/A1"}, {exchangetest.ConnB1(vc), true, 104, "CONN/B1"}, {exchangetest.InR1A1(vc), true, 88, "IN_R1/A1"}} {
 		if len(tc.pdu) != tc.size {
 			t.Errorf("%s is %d bytes, want %d", tc.name, len(tc.pdu), tc.size)
 		}
@@ -81,7 +38,7 @@ func TestRTSLayouts(t *testing.T) {
 	// The hex example of the research notes, byte for byte.
 	want := "05001403100000004c00000000000000000004000600000001000000030000001011121314151617" +
 		"18191a1b1c1d1e1f03000000aa000000000000000000000000000000000000000000040000"
-	if got := fmt.Sprintf("%x", connA1(vc)); !strings.HasPrefix(got, want[:80]) {
+	if got := fmt.Sprintf("%x", exchangetest.ConnA1(vc)); !strings.HasPrefix(got, want[:80]) {
 		t.Errorf("CONN/A1 = %s, want prefix %s", got, want[:80])
 	}
 	// A body too short to hold a PDU is never waited for.
@@ -107,7 +64,7 @@ func openOut(t testing.TB, src, addr string, vc [16]byte) (net.Conn, *bufio.Read
 	t.Helper()
 	c, br := dialFrom(t, src, addr)
 	send(t, c, "RPC_OUT_DATA /rpc/rpcproxy.dll?mbx@example.com:6001 HTTP/1.1\r\nHost: mail.example.com\r\n"+basicAlice+
-		"Content-Length: 76\r\nUser-Agent: MSRPC\r\nCache-Control: no-cache\r\nConnection: Keep-Alive\r\n\r\n"+string(connA1(vc)))
+		"Content-Length: 76\r\nUser-Agent: MSRPC\r\nCache-Control: no-cache\r\nConnection: Keep-Alive\r\n\r\n"+string(exchangetest.ConnA1(vc)))
 	head := rawHead(t, br)
 	if head[0] != "HTTP/1.1 200 OK" || !hasLine(head, "Content-Length: 1073741824") {
 		t.Fatalf("OUT channel answered %q", head)
@@ -152,7 +109,7 @@ func TestRPCChannelsMeetByCookie(t *testing.T) {
 	for i := range 100 {
 		vc := [16]byte{byte(i), 0x5A, byte(i * 7)}
 		out, _ := openOut(t, "127.0.0.3", addr, vc)
-		in := openIn(t, "127.0.0.2", addr, connB1(vc))
+		in := openIn(t, "127.0.0.2", addr, exchangetest.ConnB1(vc))
 		eventually(t, wait, "both channels on the back-ends", func() bool { return len(channelsOf(servers)[vc][true]) == 1 })
 		in.Close()
 		out.Close()
@@ -181,11 +138,11 @@ func TestRPCReplacementChannelFollowsItsVirtualConnection(t *testing.T) {
 	first := (&proxy.Rendezvous{}).Order(rts{cookie: vc}.key(), pool.Backends)[0]
 	first.SetAdmin(proxy.Draining)
 	out, _ := openOut(t, "127.0.0.3", addr, vc)
-	in := openIn(t, "127.0.0.2", addr, connB1(vc))
+	in := openIn(t, "127.0.0.2", addr, exchangetest.ConnB1(vc))
 	eventually(t, wait, "the pair", func() bool { return len(channelsOf(servers)[vc][true]) == 1 })
 	first.SetAdmin(proxy.Enabled)
 	in.Close()
-	in2 := openIn(t, "127.0.0.4", addr, inR1A1(vc))
+	in2 := openIn(t, "127.0.0.4", addr, exchangetest.InR1A1(vc))
 	defer in2.Close()
 	eventually(t, wait, "the replacement", func() bool { return len(channelsOf(servers)[vc][true]) == 2 })
 	got := channelsOf(servers)[vc]
@@ -205,8 +162,8 @@ func TestRPCChannelsWithNTLMFromOneClient(t *testing.T) {
 	for i := range 10 {
 		src := fmt.Sprintf("127.0.0.%d", 10+i)
 		vc := [16]byte{0x77, byte(i)}
-		out := ntlmChannel(t, src, addr, "RPC_OUT_DATA", 76, connA1(vc))
-		in := ntlmChannel(t, src, addr, "RPC_IN_DATA", 1<<30, connB1(vc))
+		out := ntlmChannel(t, src, addr, "RPC_OUT_DATA", 76, exchangetest.ConnA1(vc))
+		in := ntlmChannel(t, src, addr, "RPC_IN_DATA", 1<<30, exchangetest.ConnB1(vc))
 		eventually(t, wait, "both channels", func() bool { return len(channelsOf(servers)[vc][true]) == 1 })
 		got := channelsOf(servers)[vc]
 		if len(got[false]) != 1 || got[true][0] != got[false][0] {
@@ -263,7 +220,7 @@ func TestRPCStreamsBothWaysUnbuffered(t *testing.T) {
 	_, _, addr := rpcFrontend(t, 2)
 	vc := [16]byte{0x99}
 	out, outBr := openOut(t, "127.0.0.1", addr, vc)
-	in := openIn(t, "127.0.0.1", addr, connB1(vc))
+	in := openIn(t, "127.0.0.1", addr, exchangetest.ConnB1(vc))
 	// For two seconds the client writes a small PDU-sized piece on the IN
 	// channel every 50 ms; the back-end returns it on the OUT channel. Each
 	// piece must come back before the next is written: nothing sits in a
@@ -296,7 +253,7 @@ func TestRPCChannelsDoNotWaitForEachOther(t *testing.T) {
 			vc := [16]byte{0x31, byte(i)}
 			// IN first this time: the OUT channel must not be needed for the
 			// IN channel's request to be forwarded.
-			in := openIn(t, "127.0.0.2", addr, connB1(vc))
+			in := openIn(t, "127.0.0.2", addr, exchangetest.ConnB1(vc))
 			defer in.Close()
 			out, outBr := openOut(t, "127.0.0.3", addr, vc)
 			defer out.Close()

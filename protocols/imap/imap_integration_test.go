@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
-	"github.com/gatehouse-proxy/gatehouse/protocols/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/proxy"
 )
 

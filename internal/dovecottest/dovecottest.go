@@ -47,7 +47,7 @@ func Start(t testing.TB, name string, users ...string) *Server {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	d := &Server{Name: name, dir: dir, POP3: freeAddr(t), IMAP: freeAddr(t), POP3Proxy: freeAddr(t), IMAPProxy: freeAddr(t)}
+	d := &Server{Name: name, dir: dir, POP3: wiretest.FreeAddr(t), IMAP: wiretest.FreeAddr(t), POP3Proxy: wiretest.FreeAddr(t), IMAPProxy: wiretest.FreeAddr(t)}
 	for _, u := range users {
 		d.AddMessage(t, u, "Subject: "+u+" on "+name+"\r\n\r\nhello from "+name+"\r\n")
 	}
@@ -156,17 +156,6 @@ func passwdFile(users []string) string {
 		b.WriteString(u + ":{PLAIN}demo\n")
 	}
 	return b.String()
-}
-
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // waitGreeting polls addr until a server there greets with prefix.
