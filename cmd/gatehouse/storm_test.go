@@ -190,7 +190,10 @@ func (d *dialog) step(line, want string) error {
 		if strings.HasPrefix(s, want) {
 			return nil
 		}
-		if len(s) > 3 && s[3] == '-' {
+		if len(s) > 3 && s[3] == '-' { // an SMTP continuation line
+			continue
+		}
+		if strings.HasPrefix(s, "* ") && !strings.HasPrefix(want, "*") { // an untagged IMAP reply
 			continue
 		}
 		return fmt.Errorf("after %q: %q", line, s)

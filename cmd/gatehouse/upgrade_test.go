@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
+	"github.com/gatehouse-proxy/gatehouse/protocols/https/exchangetest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 	"github.com/gatehouse-proxy/gatehouse/upgrade"
 )
@@ -31,7 +33,9 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// A binary upgrade keeps every live session in the old process, hands
+// A binary upgrade keeps every live session in the old process (a
+// spliced TCP session, an SMTP relay session mid-way, an IMAP IDLE through
+// Dovecot, a held ActiveSync Ping), hands
 // every port (the admin one too) to the new process without refusing a
 // connection, and a new binary that cannot start leaves the old one
 // serving.
@@ -46,17 +50,25 @@ func TestUpgradeKeepsSessionsAndSurvivesABrokenBinary(t *testing.T) {
 	echo := startEcho(t)
 	mx := smtptest.NewServer("mx")
 	defer mx.Close()
+	dovecot := dovecottest.Start(t, "imap", "alice")
+	cas := exchangetest.NewUnstartedServer("cas")
+	cas.PingHold = 15 * time.Second
+	cas.Start()
+	defer cas.Close()
 	tcpAddr, smtpAddr, adminAddr := wiretest.FreeAddr(t), wiretest.FreeAddr(t), wiretest.FreeAddr(t)
+	imapAddr, httpsAddr := wiretest.FreeAddr(t), wiretest.FreeAddr(t)
 	path, pidfile := filepath.Join(dir, "gatehouse.yaml"), filepath.Join(dir, "pid")
 	os.WriteFile(path, fmt.Appendf(nil, `
 state_dir: %q
 admin: {listen: %q}
 log: {level: info}
-backends: {echo: {address: %q}, mx: {address: %q}}
+backends: {echo: {address: %q}, mx: {address: %q}, imap: {address: %q}, cas: {address: %q}}
 listeners:
   - {name: tcp, listen: %q, backends: [echo]}
   - {name: smtp, protocol: smtp, listen: %q, backends: [mx]}
-`, dir, adminAddr, echo, mx.Addr, tcpAddr, smtpAddr), 0o644)
+  - {name: imap, protocol: imap, listen: %q, backends: [imap]}
+  - {name: https, protocol: https, listen: %q, backends: [cas]}
+`, dir, adminAddr, echo, mx.Addr, dovecot.IMAP, cas.Addr, tcpAddr, smtpAddr, imapAddr, httpsAddr), 0o644)
 	logFile, err := os.Create(filepath.Join(dir, "log"))
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +103,7 @@ listeners:
 			t.Logf("gatehouse's log:\n%s", b)
 		}
 	}()
-	waitListening(t, tcpAddr, smtpAddr, adminAddr)
+	waitListening(t, tcpAddr, smtpAddr, adminAddr, imapAddr, httpsAddr)
 	waitPidfile(t, pidfile, cmd.Process.Pid)
 
 	tcp, err := dialDialog(tcpAddr)
@@ -105,6 +117,23 @@ listeners:
 	}
 	defer mail.c.Close()
 	must(t, mail.step("", "220 "), mail.step("EHLO client.example", "250 "), tcp.step("one", "one"))
+	imap, err := dialDialog(imapAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer imap.c.Close()
+	must(t, imap.step("", "* OK"), imap.step("a LOGIN alice demo", "a OK"), imap.step("b SELECT INBOX", "b OK"), imap.step("c IDLE", "+ "))
+	ping, err := dialDialog(httpsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ping.c.Close()
+	ping.c.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(ping.c, "POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone HTTP/1.1\r\n"+
+		"Host: mail.example.com\r\nMS-ASProtocolVersion: 14.1\r\nContent-Length: 6\r\n\r\n<Ping>")
+	if !wiretest.Eventually(10*time.Second, func() bool { return cas.HeldPings() == 1 }) {
+		t.Fatal("the Ping is not held")
+	}
 
 	// A binary that cannot start: the old process keeps serving.
 	os.Remove(bin)
@@ -132,6 +161,9 @@ listeners:
 	fresh.c.Close()
 
 	// The old process still carries the sessions it had, untouched.
+	if n := cas.HeldPings(); n != 1 {
+		t.Fatalf("%d Pings held after the upgrade, want the one from before", n)
+	}
 	select {
 	case <-exited:
 		t.Fatal("the old process exited with live sessions")
@@ -140,7 +172,14 @@ listeners:
 	must(t, tcp.step("three", "three"),
 		mail.step("MAIL FROM:<a@client.example>", "250 "), mail.step("RCPT TO:<b@example.com>", "250 "),
 		mail.step("DATA", "354 "), mail.step("Subject: x\r\n\r\nacross an upgrade\r\n.", "250 "), mail.step("QUIT", "221 "))
+	must(t, imap.step("DONE", "c OK"), imap.step("d LOGOUT", "* BYE"))
+	resp, err := http.ReadResponse(ping.br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the Ping held across the upgrade: %v %v", resp, err)
+	}
 	tcp.c.Close()
+	imap.c.Close()
+	ping.c.Close()
 	select {
 	case <-exited: // its last session ended: it is gone
 	case <-time.After(20 * time.Second):
