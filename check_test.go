@@ -2,16 +2,9 @@ package gatehouse
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,37 +13,9 @@ import (
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/config"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/miekg/dns"
 )
-
-// writeCert writes a self-signed certificate for localhost, valid until
-// notAfter, and its key, as PEM files base.crt and base.key in dir.
-func writeCert(t *testing.T, dir, base string, notAfter time.Time) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    notAfter.Add(-48 * time.Hour),
-		NotAfter:     notAfter,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
-	writeTestFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeTestFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	return certFile, keyFile
-}
 
 func writeTestFile(t *testing.T, name string, data []byte) {
 	t.Helper()
@@ -70,9 +35,9 @@ type checkFixture struct {
 
 func newCheckFixture(t *testing.T) checkFixture {
 	f := checkFixture{dir: t.TempDir()}
-	f.cert, f.key = writeCert(t, f.dir, "good", time.Now().Add(24*time.Hour))
-	_, f.otherKey = writeCert(t, f.dir, "other", time.Now().Add(24*time.Hour))
-	f.oldCert, f.oldKey = writeCert(t, f.dir, "old", time.Now().Add(-time.Hour))
+	f.cert, f.key = wiretest.CertFiles(t, f.dir, "good", time.Now().Add(24*time.Hour))
+	_, f.otherKey = wiretest.CertFiles(t, f.dir, "other", time.Now().Add(24*time.Hour))
+	f.oldCert, f.oldKey = wiretest.CertFiles(t, f.dir, "old", time.Now().Add(-time.Hour))
 	f.mapFile = filepath.Join(f.dir, "users.map")
 	writeTestFile(t, f.mapFile, []byte("alice a\n"))
 	f.missing = filepath.Join(f.dir, "missing")

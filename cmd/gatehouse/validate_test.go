@@ -3,15 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +13,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse"
 	"github.com/gatehouse-proxy/gatehouse/config"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/smtp/smtptest"
 )
 
@@ -29,35 +23,6 @@ func validate(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
 	code = cmdValidate(args, &out, &errOut)
 	return code, out.String(), errOut.String()
-}
-
-// writePair writes a self-signed certificate for localhost and its key as
-// PEM files base.crt and base.key in dir.
-func writePair(t *testing.T, dir, base string) (cert, key string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost", "mail.example.org"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
-	writeFile(t, cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, key, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
-	return cert, key
 }
 
 func writeFile(t *testing.T, name, data string) string {
@@ -94,8 +59,8 @@ listeners:
 // FILE:LINE:COL: line per root cause, and only warns of what run serves.
 func TestValidateRefusesWhatRunRefuses(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writePair(t, dir, "good")
-	_, otherKey := writePair(t, dir, "other")
+	cert, key := wiretest.CertFiles(t, dir, "good", time.Now().Add(24*time.Hour), "mail.example.org")
+	_, otherKey := wiretest.CertFiles(t, dir, "other", time.Now().Add(24*time.Hour), "mail.example.org")
 	mapFile := writeFile(t, filepath.Join(dir, "users.map"), "alice imap1\n")
 	missing := filepath.Join(dir, "missing")
 	good := imapConfig(cert, key, mapFile)
@@ -199,7 +164,7 @@ func TestValidateShippedExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cert, key := writePair(t, dir, "mail")
+	cert, key := wiretest.CertFiles(t, dir, "mail", time.Now().Add(24*time.Hour), "mail.example.org")
 	mapFile := writeFile(t, filepath.Join(dir, "mailboxes.map"), "alice@example.org imap1\n@example.org imap2\n")
 	provided := strings.NewReplacer("/etc/ssl/mail.example.org.pem", cert,
 		"/etc/ssl/private/mail.example.org.key", key, "/etc/gatehouse/mailboxes.map", mapFile).Replace(string(text))
@@ -214,7 +179,7 @@ func TestValidateShippedExamples(t *testing.T) {
 func TestRunAndReloadUseTheChecker(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.crt")
-	_, key := writePair(t, dir, "good")
+	_, key := wiretest.CertFiles(t, dir, "good", time.Now().Add(24*time.Hour), "mail.example.org")
 	mapFile := writeFile(t, filepath.Join(dir, "users.map"), "alice imap1\n")
 	broken := writeFile(t, filepath.Join(dir, "broken.yaml"), imapConfig(missing, key, mapFile))
 	if code := run([]string{"run", "-config", broken}); code != 1 {
