@@ -19,4 +19,7 @@
 // back-end: the Monitor logs it, counts it as result "unknown" and keeps the
 // check's state, so a flood that exhausts gatehouse never marks its
 // back-ends down.
+//
+// It imports no other gatehouse package: a Monitor reports transitions
+// through a callback that the gatehouse package wires to the back-ends.
 package health

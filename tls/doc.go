@@ -17,4 +17,7 @@
 //     in service; established sessions are never dropped by a reload.
 //
 // Inside this package crypto/tls is imported as stdtls.
+//
+// It imports no other gatehouse package; the frontends, the health
+// probes and the gatehouse package import it.
 package tls

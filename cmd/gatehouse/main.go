@@ -13,6 +13,8 @@
 //	gatehouse probe [flags] URL      check one service once (Nagios/JSON output)
 //	gatehouse tls export-ca          print the local CA's root certificate
 //	gatehouse version                print the version
+//
+// It may import every gatehouse package; nothing imports it.
 package main
 
 import (

@@ -1,6 +1,8 @@
 // Package dovecottest runs real Dovecot instances for tests: each on its
 // own loopback ports, with its own configuration, passwd-file users
 // (password "demo") and Maildirs, stopped when the test ends.
+//
+// It may import internal/wiretest; tests of any package may import it.
 package dovecottest
 
 import (

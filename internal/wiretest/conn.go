@@ -3,6 +3,9 @@
 // tests, a TLS certificate for 127.0.0.1 and localhost, scripted
 // connections for fuzz targets, real peers found on the machine, and checks
 // that nothing a test started outlives it.
+//
+// It imports no gatehouse package, so that every package's tests can use
+// it (proxy's own included).
 package wiretest
 
 import (

@@ -17,4 +17,6 @@
 //
 // A Frontend implements proxy.Handler. Its Config is the https: section of
 // a listener's YAML.
+//
+// It may import proxy and tls, never another protocol package.
 package https

@@ -33,6 +33,9 @@
 //
 // The login, routing, back-end dialing and splice are
 // protocols/internal/maillogin's, shared with the POP3 frontend.
+//
+// It may import proxy, tls and protocols/internal (the login flow it
+// shares with POP3), never another protocol package.
 package imap
 
 import (

@@ -24,6 +24,9 @@
 //
 // The login, routing, back-end dialing and splice are
 // protocols/internal/maillogin's, shared with the IMAP frontend.
+//
+// It may import proxy, tls and protocols/internal (the login flow it
+// shares with IMAP), never another protocol package.
 package pop3
 
 import (

@@ -81,6 +81,8 @@
 //     the last reply at its next read.
 //   - One go-smtp Server per session, so the extensions it advertises
 //     (SIZE, SMTPUTF8, DSN) follow what every back-end seen offers.
+//
+// It may import proxy and tls, never another protocol package.
 package smtp
 
 import (

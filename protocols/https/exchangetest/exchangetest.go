@@ -30,6 +30,9 @@
 //
 // Start serves plain HTTP; StartTLS serves HTTPS with a self-signed
 // certificate generated when the server starts (see Certificate and Client).
+//
+// It imports no gatehouse package: tests and the demo use it as a
+// stand-in for Exchange.
 package exchangetest
 
 import (

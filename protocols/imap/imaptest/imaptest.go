@@ -22,6 +22,8 @@
 //     at any time.
 //   - Close ends the listener and every live connection, then waits until
 //     every connection has been released by the goroutine that served it.
+//
+// It may import protocols/internal/testserver only.
 package imaptest
 
 import (

@@ -19,6 +19,8 @@
 //   - The splice starts only after the back-end's answer to the login has
 //     been relayed; bytes either side sent ahead are forwarded first, in
 //     order.
+//
+// It may import proxy and tls; only the pop3 and imap packages import it.
 package maillogin
 
 import (

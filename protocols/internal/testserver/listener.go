@@ -3,6 +3,9 @@
 // that Close can end them all and that can hang connections instead of
 // serving them, the once-only start and close of a server around it, and
 // small helpers for stored messages and logs.
+//
+// It imports no gatehouse package; the test servers of the protocol
+// packages import it.
 package testserver
 
 import (

@@ -19,6 +19,8 @@
 //     deletes nothing (RFC 1939 §6).
 //   - Close ends the listener and every live connection, then waits until
 //     every connection has been released by the goroutine that served it.
+//
+// It may import protocols/internal/testserver only.
 package pop3test
 
 import (

@@ -18,6 +18,8 @@
 //     connection, as RFC 5321 §3.8 asks of a server that shuts a session.
 //   - Close ends the listener and every live connection, then waits for all
 //     of the server's goroutines.
+//
+// It may import protocols/internal/testserver and go-smtp.
 package smtptest
 
 import (
