@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"reflect"
 	"strconv"
 
@@ -138,11 +137,7 @@ func (b *builder) listener(lc *config.Listener) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 	}
-	trusted := make([]netip.Prefix, 0, len(lc.ProxyProtocol.Trusted))
-	for _, t := range lc.ProxyProtocol.Trusted {
-		p, _ := config.ParsePrefix(t) // validated
-		trusted = append(trusted, p)
-	}
+	trusted := config.Prefixes(lc.ProxyProtocol.Trusted)
 	l.server = &proxy.Server{
 		Name:     lc.Name,
 		Handler:  handler,
@@ -206,7 +201,7 @@ func (b *builder) frontend(lc *config.Listener, pool *proxy.Pool) (proxy.Handler
 // (alpn: the protocols offered to clients), the PROXY version, the idle
 // limit, the process's throttle and its logger.
 func (b *builder) link(lc *config.Listener, alpn []string) (proxy.Link, error) {
-	version, _ := proxy.ProxyVersion(lc.ProxyProtocol.Send) // validated
+	version := byte(lc.ProxyProtocol.Send)
 	edge, err := b.edgeTLS(lc, alpn)
 	if err != nil {
 		return proxy.Link{}, err
@@ -358,7 +353,7 @@ func (b *builder) check(lc *config.Listener, be *proxy.Backend) (health.Check, e
 		addr = net.JoinHostPort(host, strconv.Itoa(h.Port))
 	}
 	opts := h.Options()
-	opts.Dial = probeDialer(lc.ProxyProtocol.Send)
+	opts.Dial = probeDialer(byte(lc.ProxyProtocol.Send))
 	if err := b.probeTLS(lc, be, &opts); err != nil {
 		return health.Check{}, err
 	}
@@ -394,8 +389,7 @@ func (b *builder) probeTLS(lc *config.Listener, be *proxy.Backend, o *health.Opt
 
 // probeDialer returns, for back-ends that expect a PROXY header, a dialer
 // that sends a LOCAL one so the probe is accepted; nil otherwise.
-func probeDialer(send string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	version, _ := proxy.ProxyVersion(send)
+func probeDialer(version byte) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if version == 0 {
 		return nil
 	}

@@ -61,7 +61,7 @@ func (b *builder) servicePool(lc *config.Listener, service string) (*proxy.Pool,
 func (b *builder) serviceCheck(lc *config.Listener, service string, be *proxy.Backend) (health.Check, error) {
 	path, status, body := lc.HTTPS.HealthCheck(service)
 	kind := "http"
-	opts := health.Options{Path: path, ExpectStatus: status, ExpectBody: body, Dial: probeDialer(lc.ProxyProtocol.Send)}
+	opts := health.Options{Path: path, ExpectStatus: status, ExpectBody: body, Dial: probeDialer(byte(lc.ProxyProtocol.Send))}
 	if lc.BackendTLS.Mode == tls.ModeTLS {
 		kind = "https"
 		if err := b.probeTLS(lc, be, &opts); err != nil {

@@ -236,10 +236,10 @@ type Limits struct {
 type ProxyProtocol struct {
 	// Send is v1 or v2 to send a header with the client's address to each
 	// back-end (health probes send one too); "" or none sends none.
-	Send string `yaml:"send"`
-	// Trusted lists CIDRs of upstream load balancers that must send a
-	// header; everyone else must not. Empty trusts nobody.
-	Trusted []string `yaml:"trusted"`
+	Send ProxyVersion `yaml:"send"`
+	// Trusted lists the address ranges of upstream load balancers that
+	// must send a header; everyone else must not. Empty trusts nobody.
+	Trusted []Prefix `yaml:"trusted"`
 }
 
 // StringList is a YAML value that may be written as one string or a list.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"fmt"
 	"maps"
 	"reflect"
@@ -80,7 +81,23 @@ type decoder struct {
 	unknown []string              // paths of the keys decoding did not know
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType    = reflect.TypeFor[time.Duration]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodeText decodes a scalar into a typed value that parses itself (an
+// address range, a PROXY version): parsed once, here, and refused at its
+// line and column when it does not parse.
+func (d *decoder) decodeText(n *yaml.Node, u encoding.TextUnmarshaler, path string) {
+	if n.Kind != yaml.ScalarNode {
+		d.refuse(n, path, "%s must be a single value", describe(path))
+		return
+	}
+	if err := u.UnmarshalText([]byte(n.Value)); err != nil {
+		d.refuse(n, path, "%v", err)
+	}
+}
 
 func (d *decoder) problem(n *yaml.Node, format string, args ...any) {
 	p := Problem{File: d.file, Msg: fmt.Sprintf(format, args...)}
@@ -177,6 +194,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decodeStringList(n, v, path)
 	case v.Type() == durationType:
 		d.decodeDuration(n, v, path)
+	case v.CanAddr() && v.Addr().Type().Implements(textUnmarshaler):
+		d.decodeText(n, v.Addr().Interface().(encoding.TextUnmarshaler), path)
 	case v.Kind() == reflect.Pointer:
 		v.Set(reflect.New(v.Type().Elem()))
 		d.decode(n, v.Elem(), path)

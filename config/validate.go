@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +95,6 @@ func validateListener(d *decoder, c *Config, l *Listener, path string, ports map
 	}
 	validatePool(d, c, l, path)
 	validateHealth(d, l.Health, path+".health")
-	validateProxyProtocol(d, l.ProxyProtocol, path+".proxy_protocol")
 	validateTLS(d, c, l, path)
 	validateProtocol(d, c, l, path)
 	if l.Limits.MaxConnections < 0 || l.Limits.MaxPerIP < 0 {
@@ -167,17 +165,6 @@ func validateHealth(d *decoder, h *Health, path string) {
 	}
 	if h.Port < 0 || h.Port > 65535 {
 		d.problemAt(path+".port", "port %d out of range 1-65535", h.Port)
-	}
-}
-
-func validateProxyProtocol(d *decoder, pp ProxyProtocol, path string) {
-	if _, err := proxy.ProxyVersion(pp.Send); err != nil {
-		d.problemAt(path+".send", "%v", err)
-	}
-	for j, cidr := range pp.Trusted {
-		if _, err := ParsePrefix(cidr); err != nil {
-			d.problemAt(fmt.Sprintf("%s.trusted[%d]", path, j), "%v", err)
-		}
 	}
 }
 
@@ -271,18 +258,6 @@ func checkPortFree(d *decoder, ports map[string][]bound, path, addr, port string
 
 func isWildcard(host string) bool {
 	return host == "" || host == "0.0.0.0" || host == "::"
-}
-
-// ParsePrefix accepts a CIDR or a single address.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("bad address range %q: want a CIDR like 10.0.0.0/8 or an address", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // checkHostPort validates "host:port" and returns the port.
