@@ -58,7 +58,7 @@ func (s *session) relayResponse(u *upstream, r *request, x *outcome, p *bodyPump
 		return
 	}
 	x.status = status
-	if !s.f.noPin && (r.creds.connAuth || bindsConnection(status, &s.resp)) {
+	if r.creds.connAuth || bindsConnection(status, &s.resp) {
 		s.pin(u)
 	}
 	s.accountLogin(r, status)

@@ -128,7 +128,6 @@ type Frontend struct {
 	certs       certState
 	refusals    proxy.LogLimiter // lines about refused requests and timeouts
 
-	noPin bool // tests only: route every request afresh and never pin
 }
 
 // init prepares what every session shares, once.

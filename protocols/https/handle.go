@@ -121,7 +121,7 @@ func (s *session) upstreamFor(r *request) (*upstream, error) {
 	s.readRTS(r)
 	rt := s.routeFor(r)
 	r.cookieBackend = rt.prefer
-	if rt.prefer == "" && rt.key == "" && !s.f.noPin {
+	if rt.prefer == "" && rt.key == "" {
 		if u := s.reusable(pool); u != nil {
 			return u, nil
 		}
@@ -195,7 +195,7 @@ func (s *session) drop(u *upstream) {
 
 // pin makes u the session's one back-end connection for good.
 func (s *session) pin(u *upstream) {
-	if u.pinned || s.f.noPin {
+	if u.pinned {
 		return
 	}
 	u.pinned = true

@@ -4,11 +4,16 @@ import (
 	"bufio"
 	stdtls "crypto/tls"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,4 +228,31 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	if !wiretest.Eventually(d, cond) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// roundRobinProxy is a generic reverse proxy (net/http/httputil) in front
+// of pool's back-ends: it balances each request on its own and opens a
+// back-end connection per request, as a proxy that knows nothing of NTLM
+// does. Tests use it to show that NTLM logins through gatehouse work
+// because of its pinning, not by chance. It returns the proxy's address.
+func roundRobinProxy(t testing.TB, pool *proxy.Pool, useTLS bool) string {
+	t.Helper()
+	var next atomic.Uint64
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			be := pool.Backends[int(next.Add(1))%len(pool.Backends)]
+			r.SetURL(&url.URL{Scheme: "http", Host: be.Addr})
+			r.Out.Host = r.In.Host
+		},
+		Transport: &http.Transport{DisableKeepAlives: true},
+		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	srv := httptest.NewUnstartedServer(rp)
+	if useTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
 }

@@ -67,7 +67,7 @@ func TestIntegrationNTLMCurlThroughGatehouse(t *testing.T) {
 func TestIntegrationNTLMCurlFailsWithoutPinning(t *testing.T) {
 	needCurl(t)
 	_, pool := exchangeFarm(t, 2)
-	addr := tlsFrontend(t, &Frontend{Pool: pool, noPin: true})
+	addr := roundRobinProxy(t, pool, true)
 	ok, _ := curlLogins(t, addr, 50)
 	if ok == 100 {
 		t.Error("every curl login succeeded without pinning: the test above could not fail")

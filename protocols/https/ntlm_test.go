@@ -110,7 +110,7 @@ func TestNTLMFailsWithoutPinning(t *testing.T) {
 	// The same clients through a proxy that balances each request on its
 	// own, as a generic reverse proxy does: logins break. This is the
 	// check that the test above can fail.
-	addr := serve(t, &Frontend{Pool: pool, noPin: true})
+	addr := roundRobinProxy(t, pool, false)
 	ok, total := concurrentLogins(t, addr, 50, 3)
 	if ok == total {
 		t.Errorf("all %d requests succeeded without pinning; the pinning test proves nothing", total)
