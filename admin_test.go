@@ -11,38 +11,20 @@ import (
 	"os/exec"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/admin"
 	"github.com/gatehouse-proxy/gatehouse/config"
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 	"github.com/gatehouse-proxy/gatehouse/protocols/https"
 )
 
-// logBuf collects a server's log lines; safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startLogged is startServer with the log lines (warn and above) kept.
-func startLogged(t *testing.T, yaml string) (*Server, *logBuf) {
+func startLogged(t *testing.T, yaml string) (*Server, *wiretest.Logs) {
 	t.Helper()
 	cfg := parse(t, yaml)
-	logs := &logBuf{}
+	logs := &wiretest.Logs{}
 	srv, err := NewServer(cfg, NewLogger(config.Log{Level: "warn"}, logs))
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
 )
 
 // fakeServer is the running gatehouse as the admin package sees it: it
@@ -333,35 +335,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// logLines collects log output; safe for concurrent use.
-type logLines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// count returns how many lines contain s.
-func (l *logLines) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A page that fires refused requests in a loop costs a few log lines per
 // minute, and the next line says how many were left out.
 func TestRefusalsAreLoggedRateLimited(t *testing.T) {
-	logs := &logLines{}
+	logs := &wiretest.Logs{}
 	addr := serve(t, "127.0.0.1:0", Options{Log: slog.New(slog.NewTextHandler(logs, nil))}, &fakeServer{})
 	const n = refusalBurst + 15
 	for range n {
@@ -369,12 +346,12 @@ func TestRefusalsAreLoggedRateLimited(t *testing.T) {
 			t.Fatalf("foreign Host: %s", resp.Status)
 		}
 	}
-	if got := logs.count("foreign Host"); got != refusalBurst {
+	if got := len(logs.Lines("foreign Host")); got != refusalBurst {
 		t.Errorf("%d refusals logged %d lines, want %d", n, got, refusalBurst)
 	}
 	// Another reason has lines of its own.
 	call(t, "POST", addr, "/api/reload", withHeader("Origin", "http://evil.example"))
-	if got := logs.count("cross-origin"); got != 1 {
+	if got := len(logs.Lines("cross-origin")); got != 1 {
 		t.Errorf("cross-origin refusal logged %d lines, want 1", got)
 	}
 	if !strings.Contains(logs.String(), "from=127.0.0.1:") {
@@ -383,13 +360,13 @@ func TestRefusalsAreLoggedRateLimited(t *testing.T) {
 }
 
 func TestRefusalLogReportsWhatItLeftOut(t *testing.T) {
-	logs := &logLines{}
+	logs := &wiretest.Logs{}
 	l := newRefusalLog(slog.New(slog.NewTextHandler(logs, nil)))
 	l.burst, l.window = 2, 50*time.Millisecond
 	for range 5 {
 		l.warn("host", "refused")
 	}
-	if got := logs.count("refused"); got != 2 {
+	if got := len(logs.Lines("refused")); got != 2 {
 		t.Fatalf("%d lines for a burst of 2", got)
 	}
 	time.Sleep(60 * time.Millisecond) // a new window

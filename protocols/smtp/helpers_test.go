@@ -107,18 +107,6 @@ func serveWith(t testing.TB, srv *proxy.Server) (string, *proxy.Server) {
 	return ln.Addr().String(), srv
 }
 
-// deadAddr returns a loopback address where nothing listens.
-func deadAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // tarpit accepts connections on 127.0.0.2 and never says a word, as a
 // hung back-end does.
 func tarpit(t testing.TB) string {

@@ -121,7 +121,7 @@ func TestRelayRepliesPassedThrough(t *testing.T) {
 func TestRelayFailoverBeforeGreeting(t *testing.T) {
 	refusing := startFake(t, &fakeMTA{Greeting: "554 5.3.2 busy.test No service for you"})
 	backends, addrs := mtas(t, 1, nil)
-	fe := newFrontend(deadAddr(t), tarpit(t), refusing, addrs[0])
+	fe := newFrontend(wiretest.FreeAddr(t), tarpit(t), refusing, addrs[0])
 	fe.Config.BackendSetupTimeout = 300 * time.Millisecond
 	addr, _ := serve(t, fe)
 
@@ -136,7 +136,7 @@ func TestRelayFailoverBeforeGreeting(t *testing.T) {
 // With no back-end able to take the session the client hears 421 4.3.2
 // instead of a greeting, and the connection closes.
 func TestRelayNoBackend(t *testing.T) {
-	fe := newFrontend(deadAddr(t), startFake(t, &fakeMTA{Greeting: "421 4.3.2 closing"}))
+	fe := newFrontend(wiretest.FreeAddr(t), startFake(t, &fakeMTA{Greeting: "421 4.3.2 closing"}))
 	addr, _ := serve(t, fe)
 	c := dial(t, addr)
 	c.expect("421 4.3.2 gate.test No mail server available")
