@@ -143,7 +143,8 @@ func TestAdminRefusesWebPagesButNotCurl(t *testing.T) {
 	if st.Listeners[0].Backends[0].Admin != "draining" || st.Changes[0].State != "draining" {
 		t.Errorf("status after the drain: %+v", st)
 	}
-	if out := curl(t, base+"/metrics"); !strings.Contains(out, "gatehouse_sessions_total") {
+	ask(t, srv.Addrs()["echo"][0], "one session, so the listener has a series")
+	if out := curl(t, base+"/metrics"); !strings.Contains(out, `gatehouse_sessions_total{listener="echo"}`) {
 		t.Errorf("curl /metrics lacks gatehouse_ series")
 	}
 }
