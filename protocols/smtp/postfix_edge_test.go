@@ -146,6 +146,9 @@ func TestIntegrationPostfixIdleFlood(t *testing.T) {
 	postfix := startPostfix(t, sinkAddrs[0], "")
 	fe := newFrontend(postfix)
 	fe.Config.BackendSetupTimeout = wait
+	// Idle clients must stay idle past the 150 dials, however slow the
+	// machine: no command timeout may end one meanwhile.
+	fe.Config.CommandTimeout, fe.Config.HelloTimeout = time.Minute, time.Minute
 	addr, _ := serveWith(t, &proxy.Server{Name: "smtp-test", Handler: fe, Log: quiet, MaxPerIP: 50})
 
 	greetedN, refused := 0, 0
