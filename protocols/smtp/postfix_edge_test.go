@@ -146,6 +146,11 @@ func TestIntegrationPostfixIdleFlood(t *testing.T) {
 	postfix := startPostfix(t, sinkAddrs[0], "")
 	fe := newFrontend(postfix)
 	fe.Config.BackendSetupTimeout = wait
+	// The idle clients must stay for the whole flood, which on a busy
+	// machine outlasts the tests' short command timeout: a client timed
+	// out would free its slot for one more.
+	fe.Config.CommandTimeout = time.Minute
+	fe.Config.HelloTimeout = time.Minute
 	addr, _ := serveWith(t, &proxy.Server{Name: "smtp-test", Handler: fe, Log: quiet, MaxPerIP: 50})
 
 	greetedN, refused := 0, 0
