@@ -17,8 +17,9 @@ import (
 // same keys: a guesser cannot switch protocols to start over, and Realms
 // make `CORP\alice`, `alice@example.com` and `alice` one user.
 //
-// Each failure within Window counts three times: for the client address,
-// for the user at that address, and for the user anywhere. Only the first
+// Each failure within Window counts three times: for the client address
+// (an IPv6 /64 is one address: see source), for the user at that address,
+// and for the user anywhere. Only the first
 // two block: an address after AddressLimit failures (whatever the users),
 // a user at one address after Limit. The user-wide count never blocks and
 // never delays a correct password; it only lengthens, up to SoftDelay, the
@@ -169,10 +170,26 @@ func positiveDur(v, def time.Duration) time.Duration {
 
 // The store's keys; '|' cannot occur in an address, and a user name that
 // holds one only makes its own key longer.
-func addrKey(ip netip.Addr) string               { return "a|" + ip.String() }
+func addrKey(ip netip.Addr) string               { return "a|" + source(ip) }
 func userKey(u string) string                    { return "u|" + u }
-func pairKey(u string, ip netip.Addr) string     { return "p|" + ip.String() + "|" + u }
-func familiarKey(u string, ip netip.Addr) string { return "f|" + ip.String() + "|" + u }
+func pairKey(u string, ip netip.Addr) string     { return "p|" + source(ip) + "|" + u }
+func familiarKey(u string, ip netip.Addr) string { return "f|" + source(ip) + "|" + u }
+
+// source is the client as the throttle counts it: an IPv4 address (also
+// when it comes IPv4-mapped), or the /64 an IPv6 address is in. One host,
+// or one LAN, gets a /64 to pick addresses from at will (SLAAC, privacy
+// addresses), so counting each IPv6 address apart would give a guesser
+// endless fresh addresses, each with its own limits; a /64 is the IPv6
+// counterpart of an IPv4 address behind NAT. (Dovecot's auth penalty goes
+// further, to the /48, which would let one host refuse its neighbours.)
+func source(ip netip.Addr) string {
+	ip = ip.Unmap()
+	if !ip.Is6() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}
 
 // Realms fold the spellings of one account into one throttle key:
 // `CORP\alice` (Windows clients over HTTPS), `alice@example.com` (mail

@@ -5,8 +5,10 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +133,52 @@ func (c *lineConn) expect(prefix string) {
 			c.t.Fatalf("got %q, want %q", line, prefix)
 		}
 	}
+}
+
+// Behind a trusted load balancer, the client addresses come in PROXY
+// headers, IPv6 ones too. A guesser that gives every attempt a fresh
+// address of its /64 is blocked after Limit failures all the same, while
+// alice, from another /64, logs in.
+func TestThrottleIPv6HopperThroughIMAP(t *testing.T) {
+	ib := imaptest.NewUnstartedServer("imap1")
+	ib.AddUser("alice", "demo")
+	ib.Start()
+	t.Cleanup(ib.Close)
+	th := &proxy.Throttle{Limit: 3, Delay: time.Millisecond}
+	fe := &imap.Frontend{Pool: onePool("imap", ib.Name, ib.Addr), Link: proxy.Link{Throttle: th, Log: quietLog}}
+	addr := serveFrontendBehind(t, fe, netip.MustParsePrefix("127.0.0.1/32"))
+
+	login := func(client, pass, want string) {
+		t.Helper()
+		c := dialLines(t, "127.0.0.1", addr)
+		fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::143 40000 143\r\n", client)
+		c.expect("* OK")
+		c.send("a LOGIN alice " + pass)
+		c.expect(want)
+	}
+	for i := range 3 {
+		login(fmt.Sprintf("2001:db8:0:66::%x", i+1), "wrong", "a NO [AUTHENTICATIONFAILED]")
+	}
+	login("2001:db8:0:66::99", "demo", "a NO [UNAVAILABLE] Too many failed logins")
+	login("2001:db8:0:77::1", "demo", "a OK")
+}
+
+// serveFrontendBehind is serveFrontend with upstreams that send PROXY
+// headers.
+func serveFrontendBehind(t *testing.T, h proxy.Handler, trusted ...netip.Prefix) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &proxy.Server{Name: "throttle-test", Handler: h, Log: quietLog, Trusted: trusted}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), frontendWait)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return ln.Addr().String()
 }

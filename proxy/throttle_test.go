@@ -213,3 +213,40 @@ func TestThrottleDefaultAddressLimit(t *testing.T) {
 		t.Error("not blocked after 100 failures")
 	}
 }
+
+// An IPv6 client picks its address from a /64 at will: a guesser hopping
+// addresses within one /64 is one address to the throttle, blocked for
+// the user and then for everyone as from a single address. The user from
+// another /64 is let in, and an IPv4-mapped address counts as the IPv4
+// one.
+func TestThrottleIPv6CountsBySlash64(t *testing.T) {
+	th := &Throttle{Delay: time.Millisecond, Limit: 3, AddressLimit: 6}
+	hop := func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x66, 15: byte(i + 1)})
+	}
+	for i := range 3 {
+		th.Failed(hop(i), "alice")
+	}
+	if !th.Blocked(hop(100), "alice") {
+		t.Error("a fresh address in the guesser's /64 is not blocked for alice")
+	}
+	for i := range 3 {
+		th.Failed(hop(10+i), fmt.Sprintf("spray%d", i))
+	}
+	if !th.Blocked(hop(200), "bob") {
+		t.Error("a fresh address in the sprayer's /64 is not blocked")
+	}
+	neighbour := netip.MustParseAddr("2001:db8:0:67::1")
+	if th.Blocked(neighbour, "alice") || th.Blocked(neighbour, "bob") {
+		t.Error("a client in the next /64 is blocked")
+	}
+
+	v4 := netip.MustParseAddr("203.0.113.9")
+	mapped := netip.AddrFrom16(v4.As16())
+	for range 3 {
+		th.Failed(mapped, "carol")
+	}
+	if !th.Blocked(v4, "carol") {
+		t.Error("failures from the IPv4-mapped address do not count for the IPv4 one")
+	}
+}

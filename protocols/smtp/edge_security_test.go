@@ -49,6 +49,10 @@ func TestPassthroughRefusesIdentityCommands(t *testing.T) {
 		{"RSET", "XCLIENT ADDR=10.9.9.9"},
 		{"HELP", "XCLIENT ADDR=10.9.9.9"},
 		{"HELP", "XFORWARD ADDR=10.9.9.9"},
+		// Postfix skips white space before a verb: these are XCLIENT too.
+		{"HELP", " XCLIENT ADDR=10.9.9.9"},
+		{"HELP", "\tXFORWARD ADDR=10.9.9.9"},
+		{"HELP", " \t XClient ADDR=10.9.9.9"},
 		{"MAIL FROM:<a@example.org>", "xclient addr=10.9.9.9", "RCPT TO:<b@example.net>"},
 	} {
 		t.Run(strings.Join(group, "+"), func(t *testing.T) {

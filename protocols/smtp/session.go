@@ -227,6 +227,12 @@ func (s *session) backendError(err error) *gosmtp.SMTPError {
 	if !errors.As(err, &se) {
 		return s.lost(err)
 	}
+	if c := se.Code / 100; c != 4 && c != 5 {
+		// A 2xx or 3xx where another reply was due (a 250 to DATA, say)
+		// means the back-end is out of step with its commands: passed on,
+		// it would tell the client a message was taken that was not.
+		return s.lost(fmt.Errorf("back-end answered %d out of turn: %w", se.Code, err))
+	}
 	if se.Code == 421 { // RFC 5321 section 3.8: the back-end is closing
 		s.leg.broken = true
 		s.outcome = "backend_closed"

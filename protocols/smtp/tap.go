@@ -68,9 +68,18 @@ func (t *clientTap) Read(p []byte) (int, error) {
 		return 0, io.EOF // go-smtp's Serve ends quietly
 	}
 	if len(t.pending) > 0 {
+		// What followed a pumped message never came through Read:
+		// its dots are looked at here. go-smtp takes it in reads of
+		// its buffer's size, and while some is still held a DATA at
+		// the end of one read does not leave go-smtp empty-handed.
 		n := copy(p, t.pending)
 		t.pending = t.pending[n:]
-		return t.scanCommands(p, n), nil
+		t.scanDots(p[:n])
+		n = t.scanCommands(p, n)
+		if len(t.pending) > 0 {
+			t.dataNext = false
+		}
+		return n, nil
 	}
 	n, err := t.Conn.Read(p)
 	if n == 0 {
@@ -216,7 +225,9 @@ func isDATA(line []byte) bool {
 }
 
 // identityVerb returns XCLIENT or XFORWARD if line is that command.
+// Postfix skips white space before a verb, so it is skipped here too.
 func identityVerb(line []byte) string {
+	line = bytes.TrimLeft(line, " \t\r\v\f")
 	for _, verb := range []string{"XCLIENT", "XFORWARD"} {
 		if len(line) >= len(verb) && bytes.EqualFold(line[:len(verb)], []byte(verb)) &&
 			(len(line) == len(verb) || line[len(verb)] == ' ' || line[len(verb)] == '\r') {
