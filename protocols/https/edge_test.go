@@ -62,6 +62,13 @@ func TestServiceAllowList(t *testing.T) {
 	if resp, _ := get(t, c4, br4, "/powershell/"); resp.StatusCode != 403 {
 		t.Errorf("PowerShell from 203.0.113.9 behind the load balancer: %d, want 403", resp.StatusCode)
 	}
+	// Empty segments before the virtual directory do not hide it: nginx
+	// (and any server merging slashes) serves "//ecp/" as "/ecp/".
+	for _, path := range []string{"//ecp/default.aspx", "///ecp/", "/%2fecp/", "/%2F%2Fpowershell/"} {
+		if resp, _ := get(t, c, br, path); resp.StatusCode != 403 {
+			t.Errorf("%s from 127.0.0.1: %d, want 403", path, resp.StatusCode)
+		}
+	}
 	// X-Forwarded-For from the client decides nothing.
 	c5, br5 := dial(t, addr)
 	if resp, _ := get(t, c5, br5, "/ecp/", "X-Forwarded-For: 10.0.0.1"); resp.StatusCode != 403 {
