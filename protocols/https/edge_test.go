@@ -283,6 +283,37 @@ func TestSilentConnectionsLogged(t *testing.T) {
 	}
 }
 
+// A new connection that sends nothing is closed after header_timeout,
+// not keep_alive: otherwise one client could hold descriptors for ten
+// minutes each without sending a byte. Between two requests keep_alive
+// still rules.
+func TestSilentNewConnectionGetsHeaderTimeout(t *testing.T) {
+	be := echoBackend(t, "a")
+	logs := &wiretest.Logs{}
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr),
+		Config: Config{KeepAlive: time.Hour, HeaderTimeout: 300 * time.Millisecond}, Link: proxy.Link{Log: logs.Logger(-4)},
+	})
+	c, br := dial(t, addr)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Errorf("a silent new connection: %v, want it closed by gatehouse well before keep_alive", err)
+	}
+	eventually(t, wait, "the timeout to be logged", func() bool {
+		return len(logs.Lines("reason=no_request")) == 1
+	})
+	if l := logs.Lines("reason=no_request"); len(l) == 1 && !strings.Contains(l[0], "waited=300ms") {
+		t.Errorf("timeout line: %q, want waited=300ms", l[0])
+	}
+	c2, br2 := dial(t, addr)
+	if resp, _ := get(t, c2, br2, "/owa/"); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	time.Sleep(900 * time.Millisecond) // three header timeouts, far below keep_alive
+	if resp, _ := get(t, c2, br2, "/owa/"); resp.StatusCode != 200 {
+		t.Errorf("second request after a pause: %d, want 200 on the kept connection", resp.StatusCode)
+	}
+}
+
 func TestHeadReserialised(t *testing.T) {
 	be := echoBackend(t, "a") // reads CRLF-terminated lines only
 	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr)})
