@@ -14,6 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// idleTimeout closes a kept-alive admin connection that sends no next
+// request: without it net/http keeps an idle connection forever (neither
+// ReadTimeout nor IdleTimeout is set), so anyone who can reach the port
+// could hold descriptors without a token (a /healthz or a 401 is enough).
+// The status page polls far more often than this.
+var idleTimeout = 2 * time.Minute
+
 // Options configure an admin listener.
 type Options struct {
 	// Token, when set, is required by everything but /healthz: as a
@@ -56,7 +63,7 @@ func New(ln net.Listener, opt Options, srv Server) *Admin {
 		page.sampler.run(a.ctx)
 	}()
 	g := newGuard(ln.Addr(), opt)
-	a.http = &http.Server{Handler: g.wrap(mux(srv, page, opt)), ReadHeaderTimeout: 10 * time.Second}
+	a.http = &http.Server{Handler: g.wrap(mux(srv, page, opt)), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout}
 	return a
 }
 

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -259,6 +260,37 @@ func TestTokenGuardsEverythingButHealthz(t *testing.T) {
 	}
 	if resp, _ := call(t, "POST", addr, "/api/backends/a/drain", nil); resp.StatusCode != 401 {
 		t.Errorf("drain without the token: %s", resp.Status)
+	}
+}
+
+// A kept-alive connection that sends nothing more is closed after
+// idleTimeout, token or not: otherwise anyone reaching the port could
+// hold descriptors forever with one /healthz (or one 401) each.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	old := idleTimeout
+	idleTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { idleTimeout = old })
+	addr := serve(t, "127.0.0.1:0", Options{Token: "0123456789abcdef"}, &fakeServer{})
+	for _, path := range []string{"/healthz", "/api/status"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.Close {
+			t.Fatalf("%s: the server closed at once; want a kept-alive connection to test", path)
+		}
+		// The connection must end well before the 20 s deadline.
+		if n, err := io.Copy(io.Discard, c); err != nil || n != 0 {
+			t.Errorf("%s: idle connection not closed by the server: %d bytes, %v", path, n, err)
+		}
 	}
 }
 

@@ -87,7 +87,8 @@ type Config struct {
 	// requests; 0 means 10 minutes (Outlook keeps idle connections).
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	// HeaderTimeout bounds reading one request head once its first byte
-	// has arrived; 0 means 30 seconds.
+	// has arrived, and a new connection's wait for its first request; 0
+	// means 30 seconds.
 	HeaderTimeout time.Duration `yaml:"header_timeout"`
 	// MaxHeaderBytes caps the size of a request or response head; 0 means
 	// 64 KiB (OWA's cookies alone can take several KiB).

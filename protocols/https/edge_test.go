@@ -62,6 +62,13 @@ func TestServiceAllowList(t *testing.T) {
 	if resp, _ := get(t, c4, br4, "/powershell/"); resp.StatusCode != 403 {
 		t.Errorf("PowerShell from 203.0.113.9 behind the load balancer: %d, want 403", resp.StatusCode)
 	}
+	// Empty segments before the virtual directory do not hide it: nginx
+	// (and any server merging slashes) serves "//ecp/" as "/ecp/".
+	for _, path := range []string{"//ecp/default.aspx", "///ecp/", "/%2fecp/", "/%2F%2Fpowershell/"} {
+		if resp, _ := get(t, c, br, path); resp.StatusCode != 403 {
+			t.Errorf("%s from 127.0.0.1: %d, want 403", path, resp.StatusCode)
+		}
+	}
 	// X-Forwarded-For from the client decides nothing.
 	c5, br5 := dial(t, addr)
 	if resp, _ := get(t, c5, br5, "/ecp/", "X-Forwarded-For: 10.0.0.1"); resp.StatusCode != 403 {
@@ -273,6 +280,37 @@ func TestSilentConnectionsLogged(t *testing.T) {
 		if !strings.Contains(l, "client=127.0.0.1:") {
 			t.Errorf("timeout line without the client: %q", l)
 		}
+	}
+}
+
+// A new connection that sends nothing is closed after header_timeout,
+// not keep_alive: otherwise one client could hold descriptors for ten
+// minutes each without sending a byte. Between two requests keep_alive
+// still rules.
+func TestSilentNewConnectionGetsHeaderTimeout(t *testing.T) {
+	be := echoBackend(t, "a")
+	logs := &wiretest.Logs{}
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr),
+		Config: Config{KeepAlive: time.Hour, HeaderTimeout: 300 * time.Millisecond}, Link: proxy.Link{Log: logs.Logger(-4)},
+	})
+	c, br := dial(t, addr)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Errorf("a silent new connection: %v, want it closed by gatehouse well before keep_alive", err)
+	}
+	eventually(t, wait, "the timeout to be logged", func() bool {
+		return len(logs.Lines("reason=no_request")) == 1
+	})
+	if l := logs.Lines("reason=no_request"); len(l) == 1 && !strings.Contains(l[0], "waited=300ms") {
+		t.Errorf("timeout line: %q, want waited=300ms", l[0])
+	}
+	c2, br2 := dial(t, addr)
+	if resp, _ := get(t, c2, br2, "/owa/"); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	time.Sleep(900 * time.Millisecond) // three header timeouts, far below keep_alive
+	if resp, _ := get(t, c2, br2, "/owa/"); resp.StatusCode != 200 {
+		t.Errorf("second request after a pause: %d, want 200 on the kept connection", resp.StatusCode)
 	}
 }
 

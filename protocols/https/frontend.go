@@ -340,10 +340,18 @@ func (s *session) startTLS() bool {
 }
 
 // next waits for the next request and reads its head: up to KeepAlive for
-// the first byte, then up to HeaderTimeout for the whole head.
+// the first byte (HeaderTimeout on a new connection), then up to
+// HeaderTimeout for the whole head. KeepAlive is for the wait between two
+// requests: a connection that never sent one would otherwise hold its
+// descriptor for KeepAlive without sending a byte (slowloris), where nginx
+// and HAProxy count their header timeout from the accept.
 func (s *session) next() bool {
 	cfg := &s.f.Config
-	s.clk.setIdle(cfg.KeepAlive)
+	wait := cfg.KeepAlive
+	if s.served == 0 {
+		wait = min(wait, cfg.HeaderTimeout)
+	}
+	s.clk.setIdle(wait)
 	s.clk.setHard(time.Time{})
 	s.state.Store(stateIdle)
 	if s.f.draining.Load() {
@@ -355,7 +363,7 @@ func (s *session) next() bool {
 	}
 	if err != nil {
 		if isTimeout(err) && s.served == 0 && !s.aborted.Load() {
-			s.refused("connection timed out", "no_request", "waited", cfg.KeepAlive)
+			s.refused("connection timed out", "no_request", "waited", wait)
 		}
 		return false
 	}

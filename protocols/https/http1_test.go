@@ -249,6 +249,11 @@ func TestClassify(t *testing.T) {
 		"/ecp%2fx":                                  ECP,
 		"/owa\\..\\ecp/":                            Default, // refused, never OWA
 		"/owa/..%5cecp/":                            Default,
+		"//ecp/x":                                   ECP, // nginx merges slashes
+		"///PowerShell/":                            PowerShell,
+		"/%2fecp/x":                                 ECP,
+		"//":                                        Default,
+		"//ecp./x":                                  Default, // refused
 	} {
 		if got := Classify(target); got != want {
 			t.Errorf("Classify(%q) = %s, want %s", target, got, want)

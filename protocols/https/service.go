@@ -39,9 +39,11 @@ func Classify(target string) string {
 // classifyPath returns the service of a canonical path. Its first segment
 // is compared with Unicode case folding, which is wider than ASCII's
 // ("ſ" folds to "s"): a name IIS might fold to a virtual directory is
-// taken for that service, never for the default one.
+// taken for that service, never for the default one. Leading empty
+// segments are skipped ("//ecp/" is ECP), as a back-end that merges
+// slashes would.
 func classifyPath(canon string) string {
-	seg, _, _ := strings.Cut(strings.TrimPrefix(canon, "/"), "/")
+	seg, _, _ := strings.Cut(strings.TrimLeft(canon, "/"), "/")
 	for _, v := range vdirs {
 		if strings.EqualFold(seg, v.seg) {
 			return v.service
@@ -67,7 +69,9 @@ func splitTarget(target []byte) (path, query []byte) {
 // %uXXXX), double encoding (a "%" left after decoding: IIS refuses it by
 // default too), bytes that are not UTF-8 (overlong forms of "/" and "."),
 // control characters, and a first segment ending in a dot or space (which
-// Windows strips).
+// Windows strips). Empty segments before the first named one ("//ecp/",
+// "/%2fecp/") are skipped when the service is chosen: nginx, and any
+// server that merges slashes, serves them as "/ecp/".
 func canonicalPath(path []byte) (string, error) {
 	if bytes.IndexByte(path, '\\') >= 0 {
 		return "", fmt.Errorf("backslash in path %q", clip(path))
@@ -85,7 +89,7 @@ func canonicalPath(path []byte) (string, error) {
 		return "", fmt.Errorf("path %q decodes to invalid characters", clip(path))
 	}
 	first := true
-	for seg := range strings.SplitSeq(strings.TrimPrefix(d, "/"), "/") {
+	for seg := range strings.SplitSeq(strings.TrimLeft(d, "/"), "/") {
 		if seg == "." || seg == ".." {
 			return "", fmt.Errorf("dot segment in %q", clip(path))
 		}
