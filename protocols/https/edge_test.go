@@ -404,3 +404,20 @@ func TestUnderscoreForwardedHeadersDropped(t *testing.T) {
 		}
 	}
 }
+
+// X-Original-URL and X-Rewrite-URL, with which IIS modules replace the
+// path after the proxy routed it, never reach a back-end: "/owa/" with
+// "X-Original-URL: /ecp/" must not become an ECP request behind the allow
+// list's back.
+func TestPathOverrideHeadersDropped(t *testing.T) {
+	be := echoBackend(t, "a")
+	addr := serve(t, &Frontend{Pool: newPool("web", "a="+be.addr)})
+	c, br := dial(t, addr)
+	_, body := get(t, c, br, "/owa/", "X-Original-URL: /ecp/", "x_rewrite_url: /ecp/", "X-ORIGINAL-URL: /powershell/")
+	lines, _ := echoed(body)
+	for _, l := range lines {
+		if strings.Contains(strings.ToLower(l), "original") || strings.Contains(strings.ToLower(l), "rewrite") {
+			t.Errorf("the back-end got %q", l)
+		}
+	}
+}

@@ -101,6 +101,15 @@ func forwardedHeader(name []byte) bool {
 	return false
 }
 
+// pathOverride reports the headers with which some IIS modules and
+// frameworks (URL Rewrite, ASP.NET) replace the request's path after the
+// proxy routed it: a client's "X-Original-URL: /ecp/" on a request for
+// /owa/ would get around the per-service allow lists. They are dropped
+// from every client, trusted forwarders included.
+func pathOverride(name []byte) bool {
+	return equalDashFold(name, "X-Original-URL") || equalDashFold(name, "X-Rewrite-URL")
+}
+
 // equalDashFold is equalFold with "_" in b matching "-" in s.
 func equalDashFold(b []byte, s string) bool {
 	if len(b) != len(s) {
@@ -140,6 +149,8 @@ func (s *session) writeRequestHead(u *upstream, r *request) (int64, error) {
 		case nominated(&r.head, f.name) && !(r.upgrade && equalFold(f.name, "Upgrade")):
 			continue
 		case r.answered100 && equalFold(f.name, "Expect"):
+			continue
+		case pathOverride(f.name):
 			continue
 		case forwardedHeader(f.name):
 			if !trusted {
