@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -74,7 +76,9 @@ listeners:
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	notes := systemdNotifySocket(t, filepath.Join(dir, "notify"))
 	cmd := exec.Command(bin, "run", "-config", path, "-pidfile", pidfile)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -151,6 +155,10 @@ listeners:
 	newPid, _ := upgrade.PID(pidfile)
 	if newPid == cmd.Process.Pid {
 		t.Fatal("the pidfile still names the old process")
+	}
+	// systemd (Type=notify, NotifyAccess=all) follows the new process.
+	if !wiretest.Eventually(10*time.Second, func() bool { return notes.has(fmt.Sprintf("MAINPID=%d\nREADY=1", newPid)) }) {
+		t.Errorf("systemd was not told the new main PID; it heard %q", notes.all())
 	}
 	must(t, smtpSession(smtpAddr), statusOK(adminAddr))
 	fresh, err := dialDialog(tcpAddr)
@@ -242,4 +250,47 @@ func startEcho(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// notifications are what gatehouse told a systemd notify socket.
+type notifications struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (n *notifications) has(s string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Contains(n.msgs, s)
+}
+
+func (n *notifications) all() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.msgs)
+}
+
+// systemdNotifySocket listens where systemd's NOTIFY_SOCKET would be and
+// records every datagram, as systemd does for a Type=notify service.
+func systemdNotifySocket(t *testing.T, path string) *notifications {
+	t.Helper()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	n := &notifications{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, _, err := c.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	return n
 }
