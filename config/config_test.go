@@ -76,6 +76,8 @@ func TestParseConfigErrorsHaveLineAndColumn(t *testing.T) {
 			`7:24: bad duration "5"`},
 		{"port twice", base + "  - {name: l, listen: '0.0.0.0:25', backends: [a]}\n  - {name: m, listen: '127.0.0.1:25', backends: [a]}\n",
 			`5:23: port 25 is already used by listeners[0].listen`},
+		{"port of the admin listener", "admin: {listen: '127.0.0.1:9900'}\n" + base + "  - {name: l, listen: '0.0.0.0:9900', backends: [a]}\n",
+			`5:23: port 9900 is already used by admin.listen`},
 		{"unknown back-end", base + "  - name: l\n    listen: 127.0.0.1:1\n    backends: [a, cas9]\n",
 			`6:19: unknown back-end "cas9"`},
 		{"bad weight type", "backends:\n  a: {address: 127.0.0.1, weight: heavy}\nlisteners:\n  - {name: l, listen: '127.0.0.1:1', backends: [a]}\n",

@@ -24,7 +24,11 @@ func validate(c *Config, d *decoder) {
 	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(d, "log.format", c.Log.Format, "text", "json")
 	if c.Admin.Listen != "off" {
-		checkHostPort(d, "admin.listen", c.Admin.Listen)
+		// The admin listener binds before the listeners: a listener on its
+		// port would make run fail with "address already in use".
+		if port, ok := checkHostPort(d, "admin.listen", c.Admin.Listen); ok {
+			checkPortFree(d, ports, "admin.listen", c.Admin.Listen, port)
+		}
 	}
 	if !c.Admin.OnLoopback() {
 		if len(c.Admin.Token) < 16 {

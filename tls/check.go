@@ -3,9 +3,13 @@ package tls
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -37,8 +41,36 @@ func (c Certificates) CheckFiles(now time.Time) []FileProblem {
 				probs = append(probs, FileProblem{"ca_root", err})
 			}
 		}
+		probs = append(probs, c.checkStorage()...)
+	case SourceSelfSigned:
+		probs = append(probs, c.checkStorage()...)
 	}
 	return probs
+}
+
+// checkStorage reports a storage directory NewManager could not create:
+// its nearest existing ancestor is not a directory, or not writable by
+// this user (certmagic keeps its lock files and certificates there, and
+// the self-signed CA its root). It creates nothing.
+func (c Certificates) checkStorage() []FileProblem {
+	dir := c.Storage
+	if dir == "" {
+		return nil // DefaultStorage is under the user's own directory
+	}
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		switch {
+		case err == nil && !fi.IsDir():
+			return []FileProblem{{"storage", fmt.Errorf("storage %s: %s is not a directory", dir, d)}}
+		case err == nil:
+			if err := syscall.Access(d, 2); err != nil { // W_OK
+				return []FileProblem{{"storage", fmt.Errorf("storage %s: cannot write in %s: %w", dir, d, err)}}
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist) || filepath.Dir(d) == d:
+			return []FileProblem{{"storage", fmt.Errorf("storage %s: %w", dir, err)}}
+		}
+	}
 }
 
 // checkPairs checks every certificate and key pair, then default_name.

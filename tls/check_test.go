@@ -94,3 +94,32 @@ func TestBackendCheckFiles(t *testing.T) {
 		t.Errorf("mode none: %v", p)
 	}
 }
+
+// A self-signed or acme set whose storage cannot be created (here: a
+// regular file stands where a directory must be) is refused by CheckFiles
+// as NewManager refuses it, so `validate` no longer calls ok a file `run`
+// cannot start; a storage directory that does not exist yet is fine.
+func TestCheckFilesStorage(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	writeFile(t, file, []byte("not a directory\n"))
+	blocked := Certificates{Source: SourceSelfSigned, Names: []string{"localhost"}, Storage: filepath.Join(file, "certificates")}
+	probs := blocked.CheckFiles(time.Now())
+	if len(probs) != 1 || probs[0].Key != "storage" || !strings.Contains(probs[0].Err.Error(), file) {
+		t.Fatalf("problems %v, want one at storage naming %s", probs, file)
+	}
+	if m, err := newManagerOnly(t, blocked); err == nil {
+		m.Close()
+		t.Errorf("NewManager accepted what CheckFiles refuses")
+	}
+	acme := Certificates{Source: SourceACME, Names: []string{"a.example.test"}, AgreeTerms: true,
+		CA: "https://127.0.0.1:1/dir", Storage: blocked.Storage}
+	if probs := acme.CheckFiles(time.Now()); len(probs) != 1 || probs[0].Key != "storage" {
+		t.Errorf("acme set: problems %v, want one at storage", probs)
+	}
+	fresh := Certificates{Source: SourceSelfSigned, Names: []string{"localhost"}, Storage: filepath.Join(dir, "state", "certificates")}
+	if probs := fresh.CheckFiles(time.Now()); len(probs) != 0 {
+		t.Fatalf("problems in a storage yet to be created: %v", probs)
+	}
+	newTestManager(t, fresh)
+}

@@ -45,12 +45,12 @@ type Socket struct {
 
 // Inherited returns the sockets a parent handed over, by configured
 // address, and ready, which tells the parent this process serves; in a
-// process started afresh it returns no sockets and a ready that does
-// nothing.
+// process started afresh it returns no sockets and a nil ready (there is
+// nobody to tell, and the caller must not announce a handover).
 func Inherited() (map[string]net.Listener, func() error, error) {
 	spec, ok := os.LookupEnv(envSockets)
 	if !ok {
-		return nil, func() error { return nil }, nil
+		return nil, nil, nil
 	}
 	os.Unsetenv(envSockets) // a later upgrade of this process sets its own
 	addrs := []string{}

@@ -72,6 +72,13 @@ func (r *runner) serve(ready func(*gatehouse.Server)) int {
 	if r.path != "" {
 		srv.SetReloader(reload)
 	}
+	// Signals are caught before the pidfile or systemd names this process:
+	// a SIGHUP or SIGUSR2 sent the moment they do (a reload right after
+	// start or after an upgrade) would otherwise end it (their default
+	// action), after the replaced gatehouse has already let go.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(stop)
 	srv.Start()
 	if err := r.announce(); err != nil {
 		r.log.Error("cannot start", "err", err)
@@ -82,9 +89,6 @@ func (r *runner) serve(ready func(*gatehouse.Server)) int {
 	if ready != nil {
 		ready(srv)
 	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(stop)
 	for sig := range stop {
 		switch {
 		case sig == syscall.SIGUSR2 && r.upgrade(srv):

@@ -172,15 +172,27 @@ func TestRefusePerIP(t *testing.T) {
 	first.cmd("QUIT", "221 ")
 }
 
-// An operator disabling the back-end ends its live sessions.
+// An operator disabling the back-end (or a reload removing it) ends its
+// live sessions, each with a 421: an idle one, and one in the middle of a
+// message (which the back-end never accepted).
 func TestBackendDisabledEndsSessions(t *testing.T) {
 	_, addrs := mtas(t, 1, nil)
 	fe := newFrontend(addrs...)
 	addr, _ := serve(t, fe)
-	c := greeted(t, addr)
-	c.cmd("EHLO client.example", "250 ")
-	if n := fe.Pool.Backends[0].CloseSessions(); n != 1 {
-		t.Fatalf("closed %d sessions, want 1", n)
+	idle := greeted(t, addr)
+	idle.cmd("EHLO client.example", "250 ")
+	mid := greeted(t, addr)
+	mid.cmd("EHLO client.example", "250 ")
+	mid.cmd("MAIL FROM:<a@client.example>", "250 ")
+	mid.cmd("RCPT TO:<b@example.com>", "250 ")
+	mid.cmd("DATA", "354 ")
+	mid.Send("Subject: half a message")
+	if n := fe.Pool.Backends[0].CloseSessions(); n != 2 {
+		t.Fatalf("closed %d sessions, want 2", n)
 	}
-	c.expectClosed()
+	idle.expect("421 4.3.2 gate.test Service not available")
+	idle.expectClosed()
+	mid.Send(".")
+	mid.expect("421 4.4.2 ")
+	mid.expectClosed()
 }

@@ -165,6 +165,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return s.lost(errors.New("back-end already gone"))
 	}
 	s.tx = &transaction{start: time.Now(), from: from}
+	s.inTx.Store(true)
 	s.leg.capture()
 	err := s.leg.client.Mail(from, opts)
 	s.countReply("MAIL", err)

@@ -46,6 +46,7 @@ type session struct {
 	top net.Conn
 
 	watch     chan struct{} // closed to stop watchShutdown
+	inTx      atomic.Bool   // a transaction is open (s.tx != nil), readable without mu
 	watchDone sync.WaitGroup
 
 	// current is the leg, for closing it from any goroutine.
@@ -117,7 +118,9 @@ func (s *session) setTLS(tc *stdtls.Conn) {
 }
 
 // setLeg makes l the session's back-end and tracks the session on it, so
-// that an operator who disables the back-end ends the session too.
+// that an operator who disables the back-end, or a reload that removes it,
+// ends the session too: with a 421 (RFC 5321 section 3.8), not a bare
+// close.
 func (s *session) setLeg(l *leg) {
 	if s.release != nil {
 		s.release()
@@ -125,10 +128,32 @@ func (s *session) setLeg(l *leg) {
 	s.leg = l
 	s.current.Store(l)
 	s.release = proxy.TrackSession(s.f.Pool.Name, l.b, closerFunc(func() error {
-		l.abort()
-		return s.edge.Close()
+		s.endFromOutside(l)
+		return nil
 	}))
 }
+
+// endFromOutside ends the session on l's behalf with a 421. Between two
+// transactions the reader writes it at once (edgeConn.end); in one, the
+// back-end is cut and the relay's own "421 4.4.2 connection lost" is the
+// reply to the command in flight (a second goodbye would follow it). A
+// session that does not read (a client that reads nothing) is closed
+// after goodbyeWait.
+func (s *session) endFromOutside(l *leg) {
+	if !s.inTx.Load() { // not mu: the session may hold it while it waits
+		s.edge.end(s.goodbye("4.3.2", "Service not available, closing transmission channel"))
+	} else {
+		l.abort()
+	}
+	time.AfterFunc(goodbyeWait, func() {
+		l.abort()
+		s.edge.Close()
+	})
+}
+
+// goodbyeWait bounds how long a session ended from outside may take to
+// write its 421 before its connection is closed under it.
+const goodbyeWait = 2 * time.Second
 
 // abort ends the session at once, from any goroutine: the server is
 // closing and will not wait.
@@ -280,6 +305,7 @@ type transaction struct {
 func (s *session) endTx(r *gosmtp.SMTPError) {
 	tx := s.tx
 	s.tx = nil
+	s.inTx.Store(false)
 	if tx == nil {
 		return
 	}
