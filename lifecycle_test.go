@@ -320,3 +320,35 @@ func (s *Server) backendsOf(name string) []*proxy.Backend {
 	}
 	return nil
 }
+
+// A listener the new configuration no longer has keeps its sessions for
+// reload_grace, then tells them goodbye in their protocol: an idle SMTP
+// session gets its 421 only after the grace.
+func TestReloadEndsSessionsOfRemovedListenerAfterGrace(t *testing.T) {
+	mx := smtptest.NewServer("mx")
+	defer mx.Close()
+	keep, gone := wiretest.FreeAddr(t), wiretest.FreeAddr(t)
+	yaml := `
+admin: {listen: "off"}
+log: {level: error}
+reload_grace: 2s
+backends: {mx: {address: %q}}
+listeners:
+  - {name: keep, protocol: smtp, listen: %q, backends: [mx]}
+%s`
+	srv := startServer(t, fmt.Sprintf(yaml, mx.Addr, keep, fmt.Sprintf("  - {name: gone, protocol: smtp, listen: %q, backends: [mx]}\n", gone)))
+	c := dialMail(t, gone)
+	c.expect("220 ")
+	c.send("EHLO client.example")
+	c.expect("250 ")
+	start := time.Now()
+	if err := srv.Reload(parse(t, fmt.Sprintf(yaml, mx.Addr, keep, ""))); err != nil {
+		t.Fatal(err)
+	}
+	c.send("NOOP")
+	c.expect("250 ") // within the grace the session goes on
+	c.expect("421 ")
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("goodbye after %s, before reload_grace (2s)", d)
+	}
+}

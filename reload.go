@@ -108,13 +108,38 @@ func (s *Server) retire(l *listener, taken map[string]bool, stays bool, grace ti
 	go func() {
 		defer s.wg.Done()
 		if !stays {
-			ctx, cancel := context.WithTimeout(s.ctx, grace)
-			defer cancel()
-			l.server.Shutdown(ctx)
+			s.endRemoved(l, grace)
 		}
 		s.awaitRetired(l)
 	}()
 	return errors.Join(errs...)
+}
+
+// removedGoodbye bounds how long, once reload_grace is over, the sessions
+// of a removed listener have to take their protocol's goodbye before they
+// are closed.
+const removedGoodbye = 5 * time.Second
+
+// endRemoved lets the sessions of a listener the new configuration no
+// longer has run for grace, then tells those still there goodbye in their
+// protocol (421, -ERR, * BYE) and closes what remains.
+func (s *Server) endRemoved(l *listener, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(s.ctx, grace)
+	live := l.server.Active() > 0
+	for live && ctx.Err() == nil {
+		select {
+		case <-time.After(retiredPoll):
+			live = l.server.Active() > 0
+		case <-ctx.Done():
+		}
+	}
+	cancel()
+	if s.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel = context.WithTimeout(s.ctx, removedGoodbye)
+	defer cancel()
+	l.server.Shutdown(ctx)
 }
 
 // retiredPoll is how often a retired listener is asked whether its last
