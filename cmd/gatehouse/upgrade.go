@@ -56,7 +56,7 @@ func (r *runner) upgrade(srv *gatehouse.Server) bool {
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		r.log.Error("upgrade failed; this process keeps serving", "err", err)
+		r.upgradeFailed(err)
 		return false
 	}
 	r.log.Info("upgrade: starting the new binary", "exe", exe)
@@ -66,11 +66,21 @@ func (r *runner) upgrade(srv *gatehouse.Server) bool {
 		return err
 	})
 	if err != nil {
-		r.log.Error("upgrade failed; this process keeps serving", "err", err)
+		r.upgradeFailed(err)
 		return false
 	}
 	r.log.Info("upgrade: the new process serves; this one finishes its live sessions", "pid", proc.Pid, "upgrade_grace", srv.UpgradeGrace())
 	return true
+}
+
+// upgradeFailed logs why an upgrade did not happen and writes the
+// pidfile again (the same process id, a new modification time), which is
+// how `gatehouse upgrade` learns at once that this process goes on.
+func (r *runner) upgradeFailed(err error) {
+	r.log.Error("upgrade failed; this process keeps serving", "err", err)
+	if r.pidFile != "" {
+		os.WriteFile(r.pidFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644)
+	}
 }
 
 // finishSessions stops accepting (the new process does), waits up to
@@ -110,7 +120,9 @@ func cmdUpgrade(args []string) int {
 		return 2
 	}
 	old, err := upgrade.PID(*pidFile)
+	var before time.Time
 	if err == nil {
+		before = modTime(*pidFile)
 		err = syscall.Kill(old, syscall.SIGUSR2)
 	}
 	if err != nil {
@@ -119,12 +131,26 @@ func cmdUpgrade(args []string) int {
 	}
 	deadline := time.Now().Add(*wait)
 	for time.Now().Before(deadline) {
-		if pid, err := upgrade.PID(*pidFile); err == nil && pid != old {
+		pid, err := upgrade.PID(*pidFile)
+		if err == nil && pid != old {
 			fmt.Printf("upgraded: process %d serves; %d finishes its live sessions\n", pid, old)
 			return 0
+		}
+		if err == nil && modTime(*pidFile).After(before) { // the old process wrote it again: it failed
+			fmt.Fprintf(os.Stderr, "upgrade: the new binary did not start (see the log of %d); %d still serves\n", old, old)
+			return 1
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Fprintf(os.Stderr, "upgrade: no new process took over from %d within %s (see its log); %d still serves\n", old, *wait, old)
 	return 1
+}
+
+// modTime returns a file's modification time (zero when it cannot be read).
+func modTime(path string) time.Time {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
 }

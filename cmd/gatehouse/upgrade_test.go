@@ -142,8 +142,12 @@ listeners:
 	// A binary that cannot start: the old process keeps serving.
 	os.Remove(bin)
 	os.WriteFile(bin, []byte("#!/bin/sh\nexit 3\n"), 0o755)
-	if code := cmdUpgrade([]string{"-pidfile", pidfile, "-wait", "5s"}); code != 1 {
+	began := time.Now()
+	if code := cmdUpgrade([]string{"-pidfile", pidfile, "-wait", "60s"}); code != 1 {
 		t.Fatalf("upgrade to a broken binary: exit %d, want 1", code)
+	}
+	if waited := time.Since(began); waited > 30*time.Second { // the failure is reported, not waited out
+		t.Errorf("gatehouse upgrade took %s to report a binary that exited at once", waited)
 	}
 	must(t, tcp.step("two", "two"), smtpSession(smtpAddr))
 
