@@ -36,6 +36,15 @@ func TestSuspectTakesDownUntilRisePasses(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The callback runs after the state changed: wait for it too.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(changes)
+		mu.Unlock()
+		if n >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(changes) != 2 || changes[0] || !changes[1] {
