@@ -1,9 +1,11 @@
 package imap
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse-proxy/gatehouse/internal/dovecottest"
 	"github.com/gatehouse-proxy/gatehouse/internal/wiretest"
@@ -152,4 +154,36 @@ func TestIntegrationHTTPRouting(t *testing.T) {
 	auth.Close()
 	c.Send("b LOGIN bob demo")
 	c.Expect("b NO [UNAVAILABLE]")
+}
+
+// Nobody can lock a mailbox: a guesser who tries alice's password from one
+// address is blocked there (even with the right password), while alice
+// from another address logs in to her real Dovecot.
+func TestIntegrationGuesserBlockedAliceNotLockedOut(t *testing.T) {
+	d := dovecottest.Start(t, "mail1", "alice")
+	th := &proxy.Throttle{Limit: 3, Delay: time.Millisecond} // 3 wrong passwords for alice from one address
+	addr := start(t, &Frontend{Pool: dovecotPool(d), Link: proxy.Link{Throttle: th}})
+	login := func(src, pass string) string {
+		c := wiretest.DialFrom(t, src, addr)
+		c.Conn.SetDeadline(time.Now().Add(30 * time.Second)) // Dovecot's own auth penalty slows failures
+		c.Expect("* OK")
+		c.Send("a LOGIN alice " + pass)
+		for {
+			l := c.Line()
+			if strings.HasPrefix(l, "a ") || strings.HasPrefix(l, "* BYE") {
+				return l
+			}
+		}
+	}
+	for i := range 3 {
+		if l := login("127.0.0.1", fmt.Sprintf("wrong%d", i)); !strings.HasPrefix(l, "a NO ") {
+			t.Fatalf("guess %d: %q", i, l)
+		}
+	}
+	if l := login("127.0.0.1", "demo"); strings.HasPrefix(l, "a OK") {
+		t.Fatalf("the blocked guesser logged in with the right password: %q", l)
+	}
+	if l := login("127.0.0.2", "demo"); !strings.HasPrefix(l, "a OK") {
+		t.Fatalf("alice from another address was refused: %q", l)
+	}
 }
