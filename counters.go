@@ -52,7 +52,7 @@ func (t *listenerTotals) served(l *listener) {
 	keep := []*listener{l}
 	var done []*listener
 	for _, g := range e.superseded {
-		if g.server.Active() == 0 {
+		if g.server.Sessions() == 0 {
 			done = append(done, g)
 		} else {
 			keep = append(keep, g)

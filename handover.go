@@ -103,7 +103,7 @@ func (s *Server) WaitSessions(ctx context.Context) int {
 	for {
 		n := 0
 		for _, l := range s.every() {
-			n += l.server.Active()
+			n += l.server.Sessions()
 		}
 		if n == 0 {
 			return 0

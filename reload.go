@@ -125,11 +125,11 @@ const removedGoodbye = 5 * time.Second
 // protocol (421, -ERR, * BYE) and closes what remains.
 func (s *Server) endRemoved(l *listener, grace time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, grace)
-	live := l.server.Active() > 0
+	live := l.server.Sessions() > 0
 	for live && ctx.Err() == nil {
 		select {
 		case <-time.After(retiredPoll):
-			live = l.server.Active() > 0
+			live = l.server.Sessions() > 0
 		case <-ctx.Done():
 		}
 	}
@@ -151,7 +151,7 @@ const retiredPoll = time.Second
 func (s *Server) awaitRetired(l *listener) {
 	t := time.NewTicker(retiredPoll)
 	defer t.Stop()
-	for l.server.Active() > 0 {
+	for l.server.Sessions() > 0 {
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():

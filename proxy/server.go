@@ -72,6 +72,7 @@ type Server struct {
 	fds       *FDBudget
 	logLimit  LogLimiter // refusal lines: one per reason per refusalLogInterval
 	wg        sync.WaitGroup
+	sessions  atomic.Int64 // accepted and not finished (the count wg waits for)
 	closing   atomic.Bool
 	baseCtx   context.Context
 	cancel    context.CancelFunc
@@ -213,8 +214,21 @@ func (s *Server) addSession() bool {
 		return false
 	}
 	s.wg.Add(1)
+	s.sessions.Add(1)
 	return true
 }
+
+// sessionDone ends what addSession began.
+func (s *Server) sessionDone() {
+	s.sessions.Add(-1)
+	s.wg.Done()
+}
+
+// Sessions returns how many connections the Server has accepted and not
+// yet finished: those being served, and those accepted but not yet
+// admitted (which Active does not count yet). A listener a reload retired
+// is done when this reaches 0.
+func (s *Server) Sessions() int { return int(s.sessions.Load()) }
 
 func nextBackoff(d time.Duration) time.Duration {
 	if d == 0 {
@@ -238,12 +252,12 @@ func (s *Server) serve(raw net.Conn, slot string) {
 		raw.Close()
 		s.fds.give(SessionFDs)
 		s.gate.releaseSlot(slot)
-		s.wg.Done()
+		s.sessionDone()
 		s.log().Error("listener returned a non-TCP connection", "listener", s.Name)
 		return
 	}
 	conn := &ClientConn{TCPConn: tcp, remote: tcp.RemoteAddr()}
-	conn.atEnd(s.wg.Done)
+	conn.atEnd(s.sessionDone)
 	conn.atEnd(func() { s.gate.releaseSlot(slot) })
 	conn.atEnd(func() { s.fds.give(SessionFDs) })
 	defer conn.endUnlessHandedOff()
