@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -305,6 +306,16 @@ type devtools struct {
 // call sends one command and waits for its reply, skipping events.
 func (d *devtools) call(method string, params map[string]any, result any) {
 	d.t.Helper()
+	if err := d.try(method, params, result); err != nil {
+		d.t.Fatalf("devtools %s: %v", method, err)
+	}
+}
+
+// try is call that returns the browser's refusal of the command (such as
+// "Inspected target navigated or closed" while a page loads) instead of
+// failing the test; a broken pipe still fails it.
+func (d *devtools) try(method string, params map[string]any, result any) error {
+	d.t.Helper()
 	d.id++
 	msg := map[string]any{"id": d.id, "method": method, "params": params}
 	if d.session != "" && !strings.HasPrefix(method, "Target.") && !strings.HasPrefix(method, "Browser.") {
@@ -337,25 +348,35 @@ func (d *devtools) call(method string, params map[string]any, result any) {
 			continue // an event
 		}
 		if reply.Error != nil {
-			d.t.Fatalf("devtools %s: %s", method, reply.Error.Message)
+			return errors.New(reply.Error.Message)
 		}
 		if result != nil {
 			if err := json.Unmarshal(reply.Result, result); err != nil {
 				d.t.Fatalf("devtools %s: %v", method, err)
 			}
 		}
-		return
+		return nil
 	}
 }
 
 // eval evaluates a JavaScript expression in the page and returns its value.
 func (d *devtools) eval(expr string) string {
 	d.t.Helper()
+	v, err := d.tryEval(expr)
+	if err != nil {
+		d.t.Fatalf("devtools Runtime.evaluate: %v", err)
+	}
+	return v
+}
+
+// tryEval is eval that returns the browser's refusal, as try does.
+func (d *devtools) tryEval(expr string) (string, error) {
+	d.t.Helper()
 	var r struct {
 		Result struct{ Value any } `json:"result"`
 	}
-	d.call("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true}, &r)
-	return fmt.Sprint(r.Result.Value)
+	err := d.try("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true}, &r)
+	return fmt.Sprint(r.Result.Value), err
 }
 
 // screenshot saves a PNG of the page.
@@ -439,14 +460,19 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
-// waitEval polls a JavaScript expression until it yields want.
+// waitEval polls a JavaScript expression until it yields want. A page
+// that is navigating (a form being submitted) refuses evaluation for a
+// moment; that counts as not yet.
 func waitEval(t *testing.T, d *devtools, expr, want string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	got := d.eval(expr)
-	for ; got != want; got = d.eval(expr) {
+	for {
+		got, err := d.tryEval(expr)
+		if err == nil && got == want {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s = %q after %v, want %q", expr, got, within, want)
+			t.Fatalf("%s = %q (%v) after %v, want %q", expr, got, err, within, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
